@@ -225,18 +225,28 @@ void mc_log_emit(mc_log_level level, const char *msg, const mc_log_field *fields
         line_puts(&l, mc_log_level_name(level));
         line_puts(&l, "\",\"service\":");
         line_json_str(&l, service);
+        /* A field that does not fit is dropped whole (rolled back to where it
+         * started), so a cut line is still one valid JSON object. */
+        size_t mark = l.len;
         line_puts(&l, ",\"msg\":");
         line_json_str(&l, msg);
-        for (size_t i = 0; i < n; i++) {
+        if (l.full) {
+            l.len = mark;
+            l.full = false;
+            line_puts(&l, ",\"msg\":\"\"");
+            l.full = true;
+        }
+        for (size_t i = 0; i < n && !l.full; i++) {
+            mark = l.len;
             line_putc(&l, ',');
             line_json_str(&l, fields[i].key);
             line_putc(&l, ':');
             line_value(&l, &fields[i], true);
+            if (l.full)
+                l.len = mark;
         }
-        if (l.full) {
-            /* Close the object so the line is still valid JSON. */
+        if (l.full)
             line_puts_reserved(&l, ",\"truncated\":true");
-        }
         l.buf[l.len++] = '}';
     } else {
         char upper[8];

@@ -1,0 +1,45 @@
+# Thin wrapper: the real work is in CMake and scripts/. See README.md.
+JOBS ?= 2
+BUILD ?= build
+
+.PHONY: all build run test bench fmt fmt-check clean clean-data setup tools
+
+all: build
+
+setup:
+	@scripts/setup
+
+# Node tools pinned in package-lock.json (buf, protoc-gen-es).
+tools: node_modules/.mc-stamp
+node_modules/.mc-stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+build: setup
+	cmake -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(BUILD)/release -j$(JOBS)
+
+# Starts the live system and prints where to open it (scripts/run).
+run: setup build
+	@scripts/run
+
+# Every test: Debug and asan builds (unit, integration, lint, fuzz corpus
+# replay) and the clang libFuzzer build, each against a private nats-server
+# and PostgreSQL started and stopped by scripts/with-services.
+test: setup tools
+	@JOBS=$(JOBS) BUILD=$(BUILD) scripts/test
+
+bench: setup tools build
+	@BUILD=$(BUILD) scripts/bench
+
+fmt:
+	@git ls-files '*.c' '*.h' | xargs clang-format -i
+fmt-check:
+	@git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
+
+clean:
+	rm -rf $(BUILD)
+
+# Wipes the data of `make run` (NATS store, PostgreSQL cluster, traces).
+clean-data:
+	rm -rf .run
