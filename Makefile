@@ -9,10 +9,14 @@ all: build
 setup:
 	@scripts/setup
 
-# Node tools pinned in package-lock.json (buf, protoc-gen-es).
-tools: node_modules/.mc-stamp
+# Node tools pinned in package-lock.json (buf, protoc-gen-es) and the
+# dashboard's dependencies (web/package-lock.json).
+tools: node_modules/.mc-stamp web/node_modules/.mc-stamp
 node_modules/.mc-stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+web/node_modules/.mc-stamp: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 build: setup
