@@ -1,0 +1,532 @@
+/* lib/bus against the real nats-server from NATS_URL (scripts/with-services).
+ *
+ * Every test uses its own stream prefix ("T<pid>x<n>_") and subject prefix
+ * ("t<pid>x<n>.") so it cannot collide with other tests or services sharing
+ * the server, and deletes its streams at the end. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "bus/bus.h"
+#include "log/log.h"
+
+static int g_case;
+
+typedef struct fixture {
+    char stream_prefix[64];
+    char subject_prefix[64];
+    mc_nats_config nats;
+} fixture;
+
+static void fixture_init(fixture *f)
+{
+    memset(f, 0, sizeof *f);
+    g_case++;
+    snprintf(f->stream_prefix, sizeof f->stream_prefix, "T%dx%d_", (int)getpid(), g_case);
+    snprintf(f->subject_prefix, sizeof f->subject_prefix, "t%dx%d.", (int)getpid(), g_case);
+    f->nats.url = getenv("NATS_URL");
+    if (f->nats.url == NULL || f->nats.url[0] == '\0')
+        fail_msg("NATS_URL is not set: run under scripts/with-services");
+}
+
+static void subj(const fixture *f, char *out, size_t n, const char *rest)
+{
+    snprintf(out, n, "%s%s", f->subject_prefix, rest);
+}
+
+static mc_bus_options base_opts(const fixture *f)
+{
+    mc_bus_options o = {0};
+    o.name = "test-bus";
+    o.stream_prefix = f->stream_prefix;
+    o.subject_prefix = f->subject_prefix;
+    return o;
+}
+
+static mc_bus *open_bus(const fixture *f, uv_loop_t *loop, const mc_bus_options *o)
+{
+    mc_bus *bus = NULL;
+    mc_error err = {0};
+    mc_bus_options def = base_opts(f);
+    mc_status st = mc_bus_open(loop, &f->nats, o ? o : &def, &bus, &err);
+    if (st != MC_OK)
+        fail_msg("mc_bus_open: %s", err.msg);
+    return bus;
+}
+
+static void cleanup_bus(mc_bus *bus)
+{
+    mc_error err = {0};
+    assert_int_equal(mc_bus_streams_delete(bus, &err), MC_OK);
+    mc_bus_free(bus);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A thread-safe collector of consumed messages (copies), used by the
+ * thread-mode tests. Acks according to the mode. */
+typedef enum { ACK_ALL, ACK_NONE, ACK_DEADLETTER_POISON } ack_mode;
+
+typedef struct rec {
+    char subject[128];
+    uint8_t data[256];
+    size_t len;
+    uint64_t seq;
+    uint64_t delivered;
+    bool redelivered;
+    char msg_id[128];
+    char dl_subject[128], dl_seq[32], dl_error[256], dl_stream[64];
+} rec;
+
+typedef struct collector {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    rec *recs;
+    size_t n, cap;
+    ack_mode mode;
+    int ack_errors;
+    bool on_loop_checked;
+    uv_thread_t loop_thread;
+    int wrong_thread;
+    uv_loop_t *stop_loop; /* loop mode: uv_stop when `want` reached */
+    size_t want;
+} collector;
+
+static void collector_init(collector *c, size_t cap, ack_mode mode)
+{
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    c->recs = calloc(cap, sizeof *c->recs);
+    c->cap = cap;
+    c->mode = mode;
+}
+
+static void collector_free(collector *c)
+{
+    free(c->recs);
+    pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->mu);
+}
+
+static void on_batch(void *ctx, mc_bus_batch *b)
+{
+    collector *c = ctx;
+    if (c->on_loop_checked) {
+        uv_thread_t self = uv_thread_self();
+        if (!uv_thread_equal(&self, &c->loop_thread))
+            c->wrong_thread++;
+    }
+    for (size_t i = 0; i < mc_bus_batch_count(b); i++) {
+        mc_bus_msg *m = mc_bus_batch_msg(b, i);
+        pthread_mutex_lock(&c->mu);
+        if (c->n < c->cap) {
+            rec *r = &c->recs[c->n++];
+            snprintf(r->subject, sizeof r->subject, "%s", mc_bus_msg_subject(m));
+            r->len = mc_bus_msg_len(m) < sizeof r->data ? mc_bus_msg_len(m) : sizeof r->data;
+            memcpy(r->data, mc_bus_msg_data(m), r->len);
+            r->seq = mc_bus_msg_stream_seq(m);
+            r->delivered = mc_bus_msg_num_delivered(m);
+            r->redelivered = mc_bus_msg_redelivered(m);
+            const char *id = mc_bus_msg_header(m, "Nats-Msg-Id");
+            snprintf(r->msg_id, sizeof r->msg_id, "%s", id ? id : "");
+            const char *h = mc_bus_msg_header(m, MC_BUS_HDR_DL_SUBJECT);
+            snprintf(r->dl_subject, sizeof r->dl_subject, "%s", h ? h : "");
+            h = mc_bus_msg_header(m, MC_BUS_HDR_DL_SEQUENCE);
+            snprintf(r->dl_seq, sizeof r->dl_seq, "%s", h ? h : "");
+            h = mc_bus_msg_header(m, MC_BUS_HDR_DL_ERROR);
+            snprintf(r->dl_error, sizeof r->dl_error, "%s", h ? h : "");
+            h = mc_bus_msg_header(m, MC_BUS_HDR_DL_STREAM);
+            snprintf(r->dl_stream, sizeof r->dl_stream, "%s", h ? h : "");
+        }
+        pthread_mutex_unlock(&c->mu);
+        mc_error err = {0};
+        mc_status st = MC_OK;
+        if (c->mode == ACK_ALL) {
+            st = mc_bus_msg_ack(m, &err);
+        } else if (c->mode == ACK_DEADLETTER_POISON) {
+            if (mc_bus_msg_len(m) == 6 && memcmp(mc_bus_msg_data(m), "POISON", 6) == 0)
+                st = mc_bus_msg_deadletter(m, "decode: truncated protobuf\nat byte 3", &err);
+            else
+                st = mc_bus_msg_ack(m, &err);
+        }
+        if (st != MC_OK) {
+            fprintf(stderr, "ack failed: %s\n", err.msg);
+            pthread_mutex_lock(&c->mu);
+            c->ack_errors++;
+            pthread_mutex_unlock(&c->mu);
+        }
+    }
+    mc_bus_batch_free(b);
+    pthread_mutex_lock(&c->mu);
+    pthread_cond_broadcast(&c->cond);
+    bool stop = c->stop_loop && c->n >= c->want;
+    pthread_mutex_unlock(&c->mu);
+    if (stop)
+        uv_stop(c->stop_loop);
+}
+
+/* Waits until n records arrived or timeout; returns the count. */
+static size_t collector_wait(collector *c, size_t n, uint64_t timeout_ms)
+{
+    uint64_t end = mono_ms() + timeout_ms;
+    pthread_mutex_lock(&c->mu);
+    while (c->n < n && mono_ms() < end) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+    }
+    size_t got = c->n;
+    pthread_mutex_unlock(&c->mu);
+    return got;
+}
+
+static mc_bus_consumer *open_pull(mc_bus *bus, mc_bus_stream stream, const char *durable,
+                                  const char *filter, uint64_t ack_wait_ms, collector *c)
+{
+    mc_bus_pull_options po = {0};
+    po.stream = stream;
+    po.durable = durable;
+    po.filter_subject = filter;
+    po.batch_size = 32;
+    po.fetch_wait_ms = 200;
+    po.ack_wait_ms = ack_wait_ms;
+    po.on_batch = on_batch;
+    po.ctx = c;
+    mc_bus_consumer *cons = NULL;
+    mc_error err = {0};
+    if (mc_bus_pull_open(bus, &po, &cons, &err) != MC_OK)
+        fail_msg("mc_bus_pull_open: %s", err.msg);
+    return cons;
+}
+
+/* ---- Tests ---- */
+
+static void test_nkey_public_from_seed(void **state)
+{
+    /* The pair from the NATS documentation (nk -gen user -pubout). */
+    char pub[64];
+    mc_error err = {0};
+    assert_int_equal(
+        mc_bus_nkey_public_from_seed("SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY",
+                                     pub, &err),
+        MC_OK);
+    assert_string_equal(pub, "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4");
+    /* One character changed breaks the checksum. */
+    assert_int_equal(
+        mc_bus_nkey_public_from_seed("SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VA",
+                                     pub, &err),
+        MC_ERR_INVALID);
+    assert_int_equal(mc_bus_nkey_public_from_seed("hello", pub, &err), MC_ERR_INVALID);
+}
+
+static void test_open_bad_url(void **state)
+{
+    mc_nats_config nc = {.url = "nats://127.0.0.1:1"};
+    mc_bus_options o = {0};
+    o.connect_timeout_ms = 300;
+    mc_bus *bus = NULL;
+    mc_error err = {0};
+    assert_int_equal(mc_bus_open(NULL, &nc, &o, &bus, &err), MC_ERR_UNAVAILABLE);
+    assert_null(bus);
+    assert_non_null(strstr(err.msg, "127.0.0.1:1"));
+}
+
+static void test_provision_idempotent_and_incompatible(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    mc_bus *bus = open_bus(&f, NULL, NULL);
+    mc_error err = {0};
+    char name[128];
+    snprintf(name, sizeof name, "%sSIM", f.stream_prefix);
+    assert_string_equal(mc_bus_stream_name(bus, MC_BUS_STREAM_SIM), name);
+
+    /* Again on the same bus, and from a second bus: both fine. */
+    assert_int_equal(mc_bus_provision(bus, &err), MC_OK);
+    mc_bus *again = open_bus(&f, NULL, NULL);
+    mc_bus_free(again);
+
+    /* Changed limits are applied in place, not refused. */
+    mc_bus_options lim = base_opts(&f);
+    lim.sim_limits.max_age_ms = 3600 * 1000;
+    lim.duplicate_window_ms = 60 * 1000;
+    again = open_bus(&f, NULL, &lim);
+    mc_bus_free(again);
+
+    /* Same stream names, other subjects: refused, naming stream and setting. */
+    mc_bus_options other = base_opts(&f);
+    char other_prefix[80];
+    snprintf(other_prefix, sizeof other_prefix, "other%s", f.subject_prefix);
+    other.subject_prefix = other_prefix;
+    mc_bus *bad = NULL;
+    assert_int_equal(mc_bus_open(NULL, &f.nats, &other, &bad, &err), MC_ERR_STATE);
+    assert_null(bad);
+    assert_non_null(strstr(err.msg, name));
+    assert_non_null(strstr(err.msg, "subjects"));
+
+    /* Same names and subjects, other storage: refused too. */
+    mc_bus_options mem = base_opts(&f);
+    mem.memory_storage = true;
+    assert_int_equal(mc_bus_open(NULL, &f.nats, &mem, &bad, &err), MC_ERR_STATE);
+    assert_non_null(strstr(err.msg, "storage"));
+    assert_non_null(strstr(err.msg, name));
+
+    /* The stream was not recreated: a message stored before is still there. */
+    char s1[128];
+    subj(&f, s1, sizeof s1, "sim.metrics");
+    mc_bus_pub_ack ack = {0};
+    assert_int_equal(mc_bus_publish(bus, s1, "x", 1, "keep-1", &ack, &err), MC_OK);
+    assert_int_equal(ack.stream_seq, 1);
+    bad = NULL;
+    assert_int_equal(mc_bus_open(NULL, &f.nats, &mem, &bad, &err), MC_ERR_STATE);
+    assert_int_equal(mc_bus_publish(bus, s1, "y", 1, "keep-2", &ack, &err), MC_OK);
+    assert_int_equal(ack.stream_seq, 2);
+
+    cleanup_bus(bus);
+}
+
+static void test_round_trip_100(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    mc_bus *bus = open_bus(&f, NULL, NULL);
+    mc_error err = {0};
+    char s[128];
+    subj(&f, s, sizeof s, "sim.metrics");
+    for (int i = 0; i < 100; i++) {
+        uint8_t payload[64];
+        int n = snprintf((char *)payload, sizeof payload, "message-%03d", i);
+        payload[n] = 0x00; /* binary bytes survive, NUL included */
+        payload[n + 1] = 0xFF;
+        assert_int_equal(
+            mc_bus_publish_stamped(bus, s, "run-1", (uint64_t)i / 10, (uint64_t)i + 1, payload,
+                                   (size_t)n + 2, &err),
+            MC_OK);
+    }
+    assert_int_equal(mc_bus_flush(bus, 10000, &err), MC_OK);
+    assert_int_equal(mc_bus_published(bus), 100);
+    assert_int_equal(mc_bus_acks_pending(bus), 0);
+
+    collector c;
+    collector_init(&c, 200, ACK_ALL);
+    mc_bus_consumer *cons = open_pull(bus, MC_BUS_STREAM_SIM, "rt", NULL, 0, &c);
+    assert_int_equal(collector_wait(&c, 100, 10000), 100);
+    mc_bus_consumer_close(cons);
+    assert_int_equal(c.ack_errors, 0);
+    assert_int_equal(c.n, 100);
+    for (int i = 0; i < 100; i++) {
+        char want[64];
+        int n = snprintf(want, sizeof want, "message-%03d", i);
+        rec *r = &c.recs[i];
+        assert_int_equal(r->seq, (uint64_t)i + 1);
+        assert_int_equal(r->len, (size_t)n + 2);
+        assert_memory_equal(r->data, want, (size_t)n);
+        assert_int_equal(r->data[n], 0x00);
+        assert_int_equal(r->data[n + 1], 0xFF);
+        assert_string_equal(r->subject, s);
+        assert_int_equal(r->delivered, 1);
+        assert_false(r->redelivered);
+        char id[128];
+        snprintf(id, sizeof id, "run-1:%s:%d:%d", s, i / 10, i + 1);
+        assert_string_equal(r->msg_id, id);
+    }
+    assert_int_equal(mc_bus_consumed(bus), 100);
+    assert_int_equal(mc_bus_redelivered(bus), 0);
+
+    /* Everything was acked: a new consumer on the same durable gets nothing. */
+    collector c2;
+    collector_init(&c2, 10, ACK_ALL);
+    cons = open_pull(bus, MC_BUS_STREAM_SIM, "rt", NULL, 0, &c2);
+    assert_int_equal(collector_wait(&c2, 1, 700), 0);
+    mc_bus_consumer_close(cons);
+
+    collector_free(&c);
+    collector_free(&c2);
+    cleanup_bus(bus);
+}
+
+static void test_dedup(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    mc_bus *bus = open_bus(&f, NULL, NULL);
+    mc_error err = {0};
+    char s[128];
+    subj(&f, s, sizeof s, "ops.incidents");
+    mc_bus_pub_ack a1 = {0}, a2 = {0};
+    assert_int_equal(mc_bus_publish(bus, s, "one", 3, "run-9:ops.incidents:5:1", &a1, &err), MC_OK);
+    assert_false(a1.duplicate);
+    /* The same Msg-Id again (a re-publish after a crash): one stored message. */
+    assert_int_equal(mc_bus_publish(bus, s, "one", 3, "run-9:ops.incidents:5:1", &a2, &err), MC_OK);
+    assert_true(a2.duplicate);
+    assert_int_equal(a2.stream_seq, a1.stream_seq);
+    /* And asynchronously, twice more. */
+    assert_int_equal(mc_bus_publish_async(bus, s, "one", 3, "run-9:ops.incidents:5:1", &err),
+                     MC_OK);
+    assert_int_equal(mc_bus_publish_async(bus, s, "one", 3, "run-9:ops.incidents:5:1", &err),
+                     MC_OK);
+    assert_int_equal(mc_bus_flush(bus, 5000, &err), MC_OK);
+    assert_int_equal(mc_bus_publish_duplicates(bus), 3);
+    /* A different id is a new message. */
+    assert_int_equal(mc_bus_publish(bus, s, "two", 3, "run-9:ops.incidents:5:2", &a2, &err), MC_OK);
+    assert_int_equal(a2.stream_seq, a1.stream_seq + 1);
+
+    collector c;
+    collector_init(&c, 10, ACK_ALL);
+    mc_bus_consumer *cons = open_pull(bus, MC_BUS_STREAM_OPS, "dd", NULL, 0, &c);
+    assert_int_equal(collector_wait(&c, 2, 5000), 2);
+    assert_int_equal(collector_wait(&c, 3, 500), 2); /* and nothing more */
+    mc_bus_consumer_close(cons);
+    assert_memory_equal(c.recs[0].data, "one", 3);
+    assert_memory_equal(c.recs[1].data, "two", 3);
+    collector_free(&c);
+    cleanup_bus(bus);
+}
+
+static void test_redelivery_after_kill(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    mc_bus *bus = open_bus(&f, NULL, NULL);
+    mc_error err = {0};
+    char s[128];
+    subj(&f, s, sizeof s, "sim.events");
+    for (int i = 0; i < 5; i++) {
+        char p[16];
+        snprintf(p, sizeof p, "ev-%d", i);
+        assert_int_equal(mc_bus_publish_stamped(bus, s, "run-r", 1, (uint64_t)i + 1, p, strlen(p),
+                                                &err),
+                         MC_OK);
+    }
+    assert_int_equal(mc_bus_flush(bus, 5000, &err), MC_OK);
+
+    /* The service takes the batch and "dies" before acking. */
+    collector c;
+    collector_init(&c, 20, ACK_NONE);
+    mc_bus_consumer *cons = open_pull(bus, MC_BUS_STREAM_SIM, "worker", NULL, 1000, &c);
+    assert_int_equal(collector_wait(&c, 5, 5000), 5);
+    mc_bus_consumer_close(cons);
+    mc_bus_free(bus);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(c.recs[i].delivered, 1);
+        assert_false(c.recs[i].redelivered);
+    }
+
+    /* A new process: same durable, gets the same messages again, flagged. */
+    bus = open_bus(&f, NULL, NULL);
+    collector c2;
+    collector_init(&c2, 20, ACK_ALL);
+    uint64_t t0 = mono_ms();
+    cons = open_pull(bus, MC_BUS_STREAM_SIM, "worker", NULL, 1000, &c2);
+    assert_int_equal(collector_wait(&c2, 5, 10000), 5);
+    assert_int_equal(collector_wait(&c2, 6, 1500), 5); /* acked now: not again */
+    mc_bus_consumer_close(cons);
+    (void)t0;
+    for (int i = 0; i < 5; i++) {
+        char p[16];
+        snprintf(p, sizeof p, "ev-%d", i);
+        assert_int_equal(c2.recs[i].seq, c.recs[i].seq);
+        assert_memory_equal(c2.recs[i].data, p, strlen(p));
+        assert_int_equal(c2.recs[i].delivered, 2);
+        assert_true(c2.recs[i].redelivered);
+    }
+    assert_int_equal(mc_bus_redelivered(bus), 5);
+    collector_free(&c);
+    collector_free(&c2);
+    cleanup_bus(bus);
+}
+
+static void test_deadletter(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    mc_bus *bus = open_bus(&f, NULL, NULL);
+    mc_error err = {0};
+    char s[128];
+    subj(&f, s, sizeof s, "sim.metrics");
+    assert_int_equal(mc_bus_publish(bus, s, "good-1", 6, "m1", NULL, &err), MC_OK);
+    mc_bus_pub_ack poison = {0};
+    assert_int_equal(mc_bus_publish(bus, s, "POISON", 6, "m2", &poison, &err), MC_OK);
+    assert_int_equal(mc_bus_publish(bus, s, "good-2", 6, "m3", NULL, &err), MC_OK);
+
+    collector c;
+    collector_init(&c, 20, ACK_DEADLETTER_POISON);
+    mc_bus_consumer *cons = open_pull(bus, MC_BUS_STREAM_SIM, "ingest", NULL, 1000, &c);
+    assert_int_equal(collector_wait(&c, 3, 5000), 3);
+    /* The stream moved on: nothing is redelivered after ack_wait. */
+    assert_int_equal(collector_wait(&c, 4, 1600), 3);
+    mc_bus_consumer_close(cons);
+    assert_int_equal(c.ack_errors, 0);
+    assert_memory_equal(c.recs[0].data, "good-1", 6);
+    assert_memory_equal(c.recs[1].data, "POISON", 6);
+    assert_memory_equal(c.recs[2].data, "good-2", 6);
+    assert_int_equal(mc_bus_deadlettered(bus), 1);
+
+    /* The copy is on the dead-letter subject, with its headers. */
+    collector d;
+    collector_init(&d, 10, ACK_ALL);
+    mc_bus_ordered_options oo = {0};
+    oo.stream = MC_BUS_STREAM_OPS;
+    oo.filter_subject = mc_bus_deadletter_subject(bus);
+    oo.start_seq = 1;
+    oo.on_batch = on_batch;
+    oo.ctx = &d;
+    mc_bus_consumer *oc = NULL;
+    assert_int_equal(mc_bus_ordered_open(bus, &oo, &oc, &err), MC_OK);
+    assert_int_equal(collector_wait(&d, 1, 5000), 1);
+    mc_bus_consumer_close(oc);
+    char dl[128];
+    subj(&f, dl, sizeof dl, "ops.deadletter");
+    assert_string_equal(d.recs[0].subject, dl);
+    assert_int_equal(d.recs[0].len, 6);
+    assert_memory_equal(d.recs[0].data, "POISON", 6);
+    assert_string_equal(d.recs[0].dl_subject, s);
+    char seq[32];
+    snprintf(seq, sizeof seq, "%llu", (unsigned long long)poison.stream_seq);
+    assert_string_equal(d.recs[0].dl_seq, seq);
+    assert_string_equal(d.recs[0].dl_stream, mc_bus_stream_name(bus, MC_BUS_STREAM_SIM));
+    /* The reason is kept on one line. */
+    assert_string_equal(d.recs[0].dl_error, "decode: truncated protobuf at byte 3");
+    collector_free(&d);
+    collector_free(&c);
+    cleanup_bus(bus);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_nkey_public_from_seed),
+    cmocka_unit_test(test_open_bad_url),
+    cmocka_unit_test(test_provision_idempotent_and_incompatible),
+    cmocka_unit_test(test_round_trip_100),
+    cmocka_unit_test(test_dedup),
+    cmocka_unit_test(test_redelivery_after_kill),
+    cmocka_unit_test(test_deadletter),
+};
+
+int main(void)
+{
+    mc_log_init("test_bus", MC_LOG_WARN, MC_LOG_FORMAT_TEXT, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    mc_bus_library_shutdown(5000);
+    return rc;
+}
