@@ -85,7 +85,10 @@ typedef struct mc_trace_record {
     const Trace__V1__TraceFooter *footer;
     /* SIGNATURE */
     const uint8_t *signer_key; /* 32 bytes */
-    /* Every kind: the chain value after this frame (32 bytes). */
+    /* Every kind: the body as stored (kind byte first) and the chain value
+     * after this frame (32 bytes). */
+    const uint8_t *body;
+    uint32_t body_len;
     const uint8_t *chain;
 } mc_trace_record;
 
