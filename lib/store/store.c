@@ -37,6 +37,10 @@ struct mc_store {
     char *compress_after;
     char *retention;
     uint64_t reconnects;
+    /* The server reported the session as ending (e.g. 57P01 after
+     * pg_terminate_backend or a shutdown) before libpq saw the socket close:
+     * treat the connection as lost and reset it before the next use. */
+    bool broken;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -70,7 +74,7 @@ static void copy_trimmed(char *out, size_t n, const char *msg)
 
 static bool conn_lost(const mc_store *s)
 {
-    return s->conn == NULL || PQstatus(s->conn) == CONNECTION_BAD;
+    return s->conn == NULL || s->broken || PQstatus(s->conn) == CONNECTION_BAD;
 }
 
 /* Turns a failed result (or a failed libpq call, res NULL) into a status:
@@ -86,8 +90,10 @@ static mc_status pq_error(mc_store *s, const PGresult *res, const char *what, mc
         snprintf(msg, sizeof msg, "%s", res ? PQresStatus(PQresultStatus(res)) : "no result");
     mc_status st = MC_ERR_IO;
     if (conn_lost(s) ||
-        (state != NULL && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0)))
+        (state != NULL && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0))) {
         st = MC_ERR_UNAVAILABLE;
+        s->broken = true;
+    }
     else if (state != NULL && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
         st = MC_ERR_INVALID;
     if (state != NULL)
@@ -228,6 +234,7 @@ static mc_status store_connect(mc_store *s, const char *conninfo, const char *db
             PQreset(s->conn);
         }
         if (PQstatus(s->conn) == CONNECTION_OK) {
+            s->broken = false;
             PQsetNoticeReceiver(s->conn, notice_receiver, NULL);
             if (had_conn) {
                 s->reconnects++;
