@@ -513,6 +513,290 @@ static void test_deadletter(void **state)
     cleanup_bus(bus);
 }
 
+/* ---- The libuv path ---- */
+
+typedef struct loop_ctx {
+    uv_loop_t *loop;
+    collector *pull;
+    collector *ordered;
+    size_t want_pull, want_ordered;
+    uint64_t deadline;
+    bool timed_out;
+    /* helper publisher */
+    mc_bus *bus;
+    const char *subject;
+    int helper_n;
+    mc_status helper_publish_st;
+    mc_status helper_flush_st;
+    char helper_err[512];
+    uv_async_t helper_done;
+    bool helper_finished;
+} loop_ctx;
+
+static void poll_cb(uv_timer_t *t)
+{
+    loop_ctx *lc = t->data;
+    bool done = lc->helper_finished;
+    pthread_mutex_lock(&lc->pull->mu);
+    done = done && lc->pull->n >= lc->want_pull;
+    pthread_mutex_unlock(&lc->pull->mu);
+    pthread_mutex_lock(&lc->ordered->mu);
+    done = done && lc->ordered->n >= lc->want_ordered;
+    pthread_mutex_unlock(&lc->ordered->mu);
+    if (done)
+        uv_stop(lc->loop);
+    else if (mono_ms() > lc->deadline) {
+        lc->timed_out = true;
+        uv_stop(lc->loop);
+    }
+}
+
+static void helper_done_cb(uv_async_t *h)
+{
+    loop_ctx *lc = h->data;
+    lc->helper_finished = true;
+}
+
+/* Publishes from a thread other than the loop's while the loop runs:
+ * async publishes may stall there, and mc_bus_flush is allowed. */
+static void *helper_main(void *arg)
+{
+    loop_ctx *lc = arg;
+    mc_error err = {0};
+    lc->helper_publish_st = MC_OK;
+    for (int i = 0; i < lc->helper_n; i++) {
+        char p[32];
+        int n = snprintf(p, sizeof p, "helper-%05d", i);
+        mc_status st = mc_bus_publish_stamped(lc->bus, lc->subject, "run-h", 2, (uint64_t)i + 1, p,
+                                              (size_t)n, &err);
+        if (st != MC_OK) {
+            lc->helper_publish_st = st;
+            snprintf(lc->helper_err, sizeof lc->helper_err, "%s", err.msg);
+            break;
+        }
+    }
+    lc->helper_flush_st = mc_bus_flush(lc->bus, 60000, &err);
+    if (lc->helper_flush_st != MC_OK)
+        snprintf(lc->helper_err, sizeof lc->helper_err, "%s", err.msg);
+    uv_async_send(&lc->helper_done);
+    return NULL;
+}
+
+static void test_loop_delivery_on_loop_thread(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    mc_bus_options o = base_opts(&f);
+    o.max_pending_acks = 64;
+    mc_bus *bus = open_bus(&f, &loop, &o);
+    mc_error err = {0};
+
+    /* On the loop thread, waiting for acks is refused (only the loop reads
+     * them), and so is exceeding max_pending_acks. */
+    assert_int_equal(mc_bus_flush(bus, 10, &err), MC_ERR_STATE);
+    char s[128];
+    subj(&f, s, sizeof s, "sim.metrics");
+    for (int i = 0; i < 64; i++) {
+        char p[32];
+        int n = snprintf(p, sizeof p, "loop-%02d", i);
+        assert_int_equal(mc_bus_publish_stamped(bus, s, "run-l", 1, (uint64_t)i + 1, p, (size_t)n,
+                                                &err),
+                         MC_OK);
+    }
+    assert_int_equal(mc_bus_publish_stamped(bus, s, "run-l", 1, 65, "x", 1, &err), MC_ERR_LIMIT);
+    assert_int_equal(mc_bus_acks_pending(bus), 64);
+
+    collector pc, oc;
+    collector_init(&pc, 20000, ACK_ALL);
+    collector_init(&oc, 20000, ACK_ALL);
+    pc.on_loop_checked = oc.on_loop_checked = true;
+    pc.loop_thread = oc.loop_thread = uv_thread_self();
+
+    mc_bus_consumer *pull = open_pull(bus, MC_BUS_STREAM_SIM, "looper", NULL, 0, &pc);
+    mc_bus_ordered_options oo = {0};
+    oo.stream = MC_BUS_STREAM_SIM;
+    oo.start_seq = 1;
+    oo.on_batch = on_batch;
+    oo.ctx = &oc;
+    mc_bus_consumer *ord = NULL;
+    assert_int_equal(mc_bus_ordered_open(bus, &oo, &ord, &err), MC_OK);
+
+    /* Meanwhile 10,000 more from another thread, all to be acked. */
+    loop_ctx lc = {0};
+    lc.loop = &loop;
+    lc.pull = &pc;
+    lc.ordered = &oc;
+    lc.want_pull = lc.want_ordered = 64 + 10000;
+    lc.deadline = mono_ms() + 90000;
+    lc.bus = bus;
+    lc.subject = s;
+    lc.helper_n = 10000;
+    assert_int_equal(uv_async_init(&loop, &lc.helper_done, helper_done_cb), 0);
+    lc.helper_done.data = &lc;
+    uv_timer_t poll;
+    uv_timer_init(&loop, &poll);
+    poll.data = &lc;
+    uv_timer_start(&poll, poll_cb, 20, 20);
+    pthread_t helper;
+    assert_int_equal(pthread_create(&helper, NULL, helper_main, &lc), 0);
+
+    uv_run(&loop, UV_RUN_DEFAULT);
+    pthread_join(helper, NULL);
+
+    assert_false(lc.timed_out);
+    if (lc.helper_publish_st != MC_OK || lc.helper_flush_st != MC_OK)
+        fail_msg("helper: %s", lc.helper_err);
+    assert_int_equal(mc_bus_published(bus), 64 + 10000);
+    assert_int_equal(mc_bus_acks_pending(bus), 0);
+    assert_int_equal(mc_bus_publish_failures(bus), 0);
+    assert_int_equal(pc.wrong_thread, 0);
+    assert_int_equal(oc.wrong_thread, 0);
+    assert_int_equal(pc.n, 64 + 10000);
+    assert_int_equal(oc.n, 64 + 10000);
+    for (size_t i = 0; i < pc.n; i++) {
+        assert_int_equal(pc.recs[i].seq, i + 1);
+        assert_int_equal(oc.recs[i].seq, i + 1);
+    }
+    assert_memory_equal(pc.recs[0].data, "loop-00", 7);
+    assert_memory_equal(oc.recs[64].data, "helper-00000", 12);
+    assert_int_equal(pc.ack_errors, 0);
+
+    mc_bus_consumer_close(pull);
+    mc_bus_consumer_close(ord);
+    uv_timer_stop(&poll);
+    uv_close((uv_handle_t *)&poll, NULL);
+    uv_close((uv_handle_t *)&lc.helper_done, NULL);
+    assert_int_equal(mc_bus_streams_delete(bus, &err), MC_OK);
+    mc_bus_free(bus);
+    /* Let the bus and nats.c's adapter close their handles. */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    collector_free(&pc);
+    collector_free(&oc);
+}
+
+static void test_async_10000_acked(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    mc_bus *bus = open_bus(&f, NULL, NULL);
+    mc_error err = {0};
+    char s[128];
+    subj(&f, s, sizeof s, "sim.metrics");
+    uint8_t payload[100];
+    memset(payload, 0xAB, sizeof payload);
+    for (int i = 0; i < 10000; i++) {
+        if (mc_bus_publish_stamped(bus, s, "run-a", (uint64_t)i / 100, (uint64_t)i + 1, payload,
+                                   sizeof payload, &err) != MC_OK)
+            fail_msg("publish %d: %s", i, err.msg);
+    }
+    assert_int_equal(mc_bus_flush(bus, 60000, &err), MC_OK);
+    assert_int_equal(mc_bus_published(bus), 10000);
+    assert_int_equal(mc_bus_publish_failures(bus), 0);
+    assert_int_equal(mc_bus_publish_duplicates(bus), 0);
+    assert_int_equal(mc_bus_acks_pending(bus), 0);
+    /* All 10,000 are stored: the next message gets sequence 10,001. */
+    mc_bus_pub_ack ack = {0};
+    assert_int_equal(mc_bus_publish(bus, s, "end", 3, "run-a:end", &ack, &err), MC_OK);
+    assert_int_equal(ack.stream_seq, 10001);
+    cleanup_bus(bus);
+}
+
+static void guard_cb(uv_timer_t *t)
+{
+    uv_stop(t->data);
+}
+
+typedef struct fail_rec {
+    int calls;
+    char subject[128];
+    char msg_id[128];
+    char error[256];
+    mc_status status;
+    uint32_t attempts;
+    bool on_loop;
+    uv_thread_t loop_thread;
+    uv_loop_t *stop_loop;
+} fail_rec;
+
+static void on_fail(void *ctx, const mc_bus_publish_failure *pf)
+{
+    fail_rec *r = ctx;
+    r->calls++;
+    snprintf(r->subject, sizeof r->subject, "%s", pf->subject);
+    snprintf(r->msg_id, sizeof r->msg_id, "%s", pf->msg_id);
+    snprintf(r->error, sizeof r->error, "%s", pf->error);
+    r->status = pf->status;
+    r->attempts = pf->attempts;
+    uv_thread_t self = uv_thread_self();
+    r->on_loop = uv_thread_equal(&self, &r->loop_thread) != 0;
+    if (r->stop_loop)
+        uv_stop(r->stop_loop);
+}
+
+static void test_publish_without_stream_fails_clearly(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    fail_rec fr = {0};
+    mc_bus_options o = base_opts(&f);
+    o.publish_attempts = 3;
+    o.retry_backoff_ms = 50;
+    o.on_publish_error = on_fail;
+    o.on_publish_error_ctx = &fr;
+    mc_bus *bus = open_bus(&f, NULL, &o);
+    mc_error err = {0};
+    char s[128];
+    subj(&f, s, sizeof s, "nostream.here");
+
+    assert_int_equal(mc_bus_publish_async(bus, s, "lost?", 5, "nostream-1", &err), MC_OK);
+    assert_int_equal(mc_bus_flush(bus, 10000, &err), MC_ERR_IO);
+    assert_non_null(strstr(err.msg, s));
+    assert_non_null(strstr(err.msg, "nostream-1"));
+    assert_non_null(strstr(err.msg, "no stream captures"));
+    assert_int_equal(fr.calls, 1);
+    assert_string_equal(fr.subject, s);
+    assert_string_equal(fr.msg_id, "nostream-1");
+    assert_int_equal(fr.status, MC_ERR_UNAVAILABLE);
+    assert_int_equal(fr.attempts, 3);
+    assert_int_equal(mc_bus_publish_failures(bus), 1);
+    assert_int_equal(mc_bus_publish_retries(bus), 2);
+    assert_int_equal(mc_bus_acks_pending(bus), 0);
+    /* Reported once: the next flush is clean. */
+    assert_int_equal(mc_bus_flush(bus, 1000, &err), MC_OK);
+
+    /* The synchronous publish says so at once. */
+    assert_int_equal(mc_bus_publish(bus, s, "lost?", 5, "nostream-2", NULL, &err),
+                     MC_ERR_UNAVAILABLE);
+    assert_non_null(strstr(err.msg, s));
+    cleanup_bus(bus);
+
+    /* Loop mode: the failure is reported on the loop thread. */
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    fail_rec lr = {0};
+    lr.loop_thread = uv_thread_self();
+    lr.stop_loop = &loop;
+    o.on_publish_error_ctx = &lr;
+    bus = open_bus(&f, &loop, &o);
+    assert_int_equal(mc_bus_publish_async(bus, s, "lost?", 5, "nostream-3", &err), MC_OK);
+    uv_timer_t guard;
+    uv_timer_init(&loop, &guard);
+    guard.data = &loop;
+    uv_timer_start(&guard, guard_cb, 10000, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(lr.calls, 1);
+    assert_true(lr.on_loop);
+    assert_string_equal(lr.msg_id, "nostream-3");
+    uv_close((uv_handle_t *)&guard, NULL);
+    assert_int_equal(mc_bus_streams_delete(bus, &err), MC_OK);
+    mc_bus_free(bus);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_nkey_public_from_seed),
     cmocka_unit_test(test_open_bad_url),
@@ -521,6 +805,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_dedup),
     cmocka_unit_test(test_redelivery_after_kill),
     cmocka_unit_test(test_deadletter),
+    cmocka_unit_test(test_loop_delivery_on_loop_thread),
+    cmocka_unit_test(test_async_10000_acked),
+    cmocka_unit_test(test_publish_without_stream_fails_clearly),
 };
 
 int main(void)
