@@ -182,15 +182,19 @@ mc_status mc_approval_init(mc_approval *a, const mc_approval_config *cfg, mc_err
     a->mode = cfg->mode;
     a->expiry_ticks = cfg->expiry_ticks;
     a->max_actions = max_actions;
+    /* Eviction happens at tick ends only (see the header), so between two
+     * tick ends the table may grow past max_actions: the headroom is as
+     * much again. */
+    a->capacity = 2 * max_actions;
     a->max_incidents = max_incidents;
     /* The most transitions one call makes: every tracked action changing
      * once at a tick end, or a proposal plus a supersession. */
-    a->transition_cap = max_actions + 4;
+    a->transition_cap = a->capacity + 4;
 
-    a->actions = calloc(max_actions, sizeof *a->actions);
-    a->order = calloc(max_actions, sizeof *a->order);
-    a->by_id = calloc(max_actions, sizeof *a->by_id);
-    a->free_slots = calloc(max_actions, sizeof *a->free_slots);
+    a->actions = calloc(a->capacity, sizeof *a->actions);
+    a->order = calloc(a->capacity, sizeof *a->order);
+    a->by_id = calloc(a->capacity, sizeof *a->by_id);
+    a->free_slots = calloc(a->capacity, sizeof *a->free_slots);
     a->incidents = calloc(max_incidents, sizeof *a->incidents);
     a->transitions = calloc(a->transition_cap, sizeof *a->transitions);
     if (a->actions == NULL || a->order == NULL || a->by_id == NULL || a->free_slots == NULL ||
@@ -201,9 +205,9 @@ mc_status mc_approval_init(mc_approval *a, const mc_approval_config *cfg, mc_err
     }
     /* Free slots are taken from the top of the stack; push them so slot 0 is
      * used first (only cosmetic: nothing depends on slot numbers). */
-    for (uint32_t i = 0; i < max_actions; i++)
-        a->free_slots[i] = max_actions - 1 - i;
-    a->free_count = max_actions;
+    for (uint32_t i = 0; i < a->capacity; i++)
+        a->free_slots[i] = a->capacity - 1 - i;
+    a->free_count = a->capacity;
     return MC_OK;
 }
 
@@ -300,14 +304,17 @@ static void evict_at(mc_approval *a, uint32_t pos)
     a->free_slots[a->free_count++] = slot;
 }
 
-/* The position in order of the oldest finished action, or action_count. */
-static uint32_t oldest_finished(const mc_approval *a)
+/* Forgets finished actions, oldest first by (proposed_at_tick, id), until
+ * at most max_actions are tracked or only unfinished ones are left. */
+static void evict_finished(mc_approval *a)
 {
-    for (uint32_t i = 0; i < a->action_count; i++) {
+    uint32_t i = 0;
+    while (a->action_count > a->max_actions && i < a->action_count) {
         if (status_finished(a->actions[a->order[i]].status))
-            return i;
+            evict_at(a, i); /* the next one moves into position i */
+        else
+            i++;
     }
-    return a->action_count;
 }
 
 /* Takes a free slot and links the action (id and proposed_at_tick already
@@ -373,8 +380,11 @@ static void adopt_input(mc_approval *a, const Common__V1__Stamp *stamp)
 {
     if (a->run_id[0] == '\0')
         copy_id(a->run_id, sizeof a->run_id, stamp->run_id);
-    if (!a->closed_any && (!a->seen_input || stamp->tick < a->min_input_tick))
-        a->min_input_tick = stamp->tick;
+    /* Only the first input's tick counts: later inputs must not move the
+     * open tick, or where a replay feeds a human decision among inputs that
+     * emit nothing would change the tick it is stamped with. */
+    if (!a->seen_input)
+        a->first_input_tick = stamp->tick;
     a->seen_input = true;
 }
 
@@ -382,7 +392,7 @@ uint64_t mc_approval_open_tick(const mc_approval *a)
 {
     if (a->closed_any)
         return a->last_closed_tick + 1;
-    return a->seen_input ? a->min_input_tick : 0;
+    return a->seen_input ? a->first_input_tick : 0;
 }
 
 bool mc_approval_last_closed_tick(const mc_approval *a, uint64_t *tick)
@@ -645,20 +655,14 @@ mc_status mc_approval_on_action(mc_approval *a, const Ops__V1__Action *m, mc_out
     st = need_room(out, msgs, "action", err);
     if (st != MC_OK)
         return st;
-    uint32_t evict_pos = a->action_count;
-    if (a->action_count >= a->max_actions) {
-        evict_pos = oldest_finished(a);
-        if (evict_pos == a->action_count)
-            return mc_error_set(err, MC_ERR_LIMIT,
-                                "approval: %" PRIu32 " actions tracked and none finished; "
-                                "action %s refused",
-                                a->action_count, tmpl.id);
-    }
+    if (a->action_count >= a->capacity)
+        return mc_error_set(err, MC_ERR_LIMIT,
+                            "approval: %" PRIu32 " actions tracked (max_actions %" PRIu32
+                            " plus as many between tick ends); action %s refused",
+                            a->action_count, a->max_actions, tmpl.id);
 
     /* Accepted: from here on the state changes. */
     adopt_input(a, m->stamp);
-    if (evict_pos < a->action_count)
-        evict_at(a, evict_pos);
     const mc_approval_incident *inc = find_incident(a, tmpl.incident_id, NULL);
     if (inc != NULL)
         apply_incident_context(inc, &tmpl);
@@ -775,24 +779,26 @@ mc_status mc_approval_on_event(mc_approval *a, const Sim__V1__SimulationEvent *m
 
     const char *action_id = m->action_id ? m->action_id : "";
     const char *command_id = m->command_id ? m->command_id : "";
+    /* The command id is required: it exists only once the action is
+     * approved, so an event can never apply to an approval that happened
+     * after it (which keeps the replay's ordering argument simple). */
+    if (command_id[0] == '\0')
+        return mc_error_set(err, MC_ERR_INVALID, "approval: command event %s names no command",
+                            m->event_id ? m->event_id : "");
     mc_approval_action *x = NULL;
     if (action_id[0] != '\0') {
         x = find_action(a, action_id);
-    } else if (command_id[0] != '\0') {
+    } else {
         for (uint32_t i = 0; i < a->action_count && x == NULL; i++) {
             mc_approval_action *c = &a->actions[a->order[i]];
             if (strcmp(c->command_id, command_id) == 0)
                 x = c;
         }
-    } else {
-        return mc_error_set(err, MC_ERR_INVALID,
-                            "approval: command event %s names neither action nor command",
-                            m->event_id ? m->event_id : "");
     }
     /* Unknown (evicted, or another orchestrator's), duplicate, or for a
      * command this core did not send: nothing to change. */
     if (x == NULL || x->status != COMMON__V1__ACTION_STATUS__ACTION_STATUS_APPROVED ||
-        (command_id[0] != '\0' && strcmp(command_id, x->command_id) != 0))
+        strcmp(command_id, x->command_id) != 0)
         return MC_OK;
 
     adopt_input(a, m->stamp);
@@ -880,6 +886,8 @@ mc_status mc_approval_on_tick_end(mc_approval *a, uint64_t tick, mc_outbox *out,
             return st;
     }
 
+    evict_finished(a);
+
     Common__V1__Stamp stamp;
     fill_stamp(a, &stamp, tick, a->producer_seq + 1);
     Ops__V1__Watermark w = OPS__V1__WATERMARK__INIT;
@@ -944,6 +952,13 @@ mc_status mc_approval_replay_decision(mc_approval *a, const Ops__V1__ApprovalDec
         return st;
     return mc_approval_on_human_decision(a, d->action_id, d->approved, d->actor, d->reason, out,
                                          view, err);
+}
+
+bool mc_approval_replay_due(const mc_approval *a, const Ops__V1__ApprovalDecision *d)
+{
+    return d != NULL && d->source == OPS__V1__DECISION_SOURCE__DECISION_SOURCE_HUMAN &&
+           d->stamp != NULL && d->stamp->producer_seq == mc_approval_next_seq(a) &&
+           d->action_id != NULL && find_action(a, d->action_id) != NULL;
 }
 
 /* ---- queries ------------------------------------------------------------ */
@@ -1047,7 +1062,7 @@ void mc_approval_digest(const mc_approval *a, uint8_t out[MC_DIGEST_BYTES])
     mc_digest_bool(&d, a->closed_any);
     mc_digest_u64(&d, a->last_closed_tick);
     mc_digest_bool(&d, a->seen_input);
-    mc_digest_u64(&d, a->min_input_tick);
+    mc_digest_u64(&d, a->first_input_tick);
     mc_digest_u32(&d, a->msgs_since_watermark);
     mc_digest_u32(&d, a->action_count);
     for (uint32_t i = 0; i < a->action_count; i++) {

@@ -65,18 +65,24 @@
  *     nothing and returns MC_OK.
  *   - Human decisions are stamped (and take effect) at the open tick: the
  *     tick the core will close next (last closed + 1; before the first close,
- *     the lowest tick of any input so far). A watermark's message_count is
+ *     the tick of the first accepted input). A watermark's message_count is
  *     the number of messages the core emitted since the previous watermark.
  *
  * Replay: re-drive the core with the recorded ops.actions, ops.incidents,
- * sim.events and agent watermarks, and feed each recorded HUMAN decision of
- * ops.decisions through mc_approval_replay_decision at the point where the
- * core's next producer_seq (mc_approval_next_seq) equals the recorded
- * decision's stamp.producer_seq. That is exact: a human decision's outcome
- * depends on the order of inputs only through messages the core emits
- * (a supersession), which the sequence numbers pin down. Everything else the
- * core emits (POLICY/SYSTEM decisions, commands, watermarks) is compared
- * with the recording, byte for byte.
+ * sim.events and agent watermarks (on_tick_end) in trace order. Before each
+ * of those inputs, and once more at the end, feed the recorded HUMAN
+ * decisions of ops.decisions through mc_approval_replay_decision while the
+ * next one is due (mc_approval_replay_due: its stamp.producer_seq is the
+ * core's next sequence number and its action is known). That reproduces the
+ * live order exactly: a human decision interacts with other inputs only
+ * through its own action (which must have arrived: "known"), through
+ * supersessions and tick ends (which emit, so the sequence number pins the
+ * order) and through engine events (which name the command id that only the
+ * approval creates, so they always come after it); eviction happens only at
+ * tick ends. Inputs that emit nothing therefore commute with it, and its
+ * stamp tick (the open tick) does not move between tick ends. Everything
+ * else the core emits (POLICY/SYSTEM decisions, commands, watermarks) is
+ * compared with the recording, byte for byte.
  *
  * Atomicity: a call that would overflow the outbox fails with MC_ERR_LIMIT
  * before changing anything. MC_ERR_NOMEM cannot happen after init (all
@@ -149,10 +155,14 @@ typedef struct mc_approval_config {
     mc_approval_mode mode;
     /* A pending action expires at proposed_at_tick + expiry_ticks; 0 never. */
     uint64_t expiry_ticks;
-    /* Bound on tracked actions. When full, a new proposal evicts the oldest
-     * finished action (REJECTED, EXECUTED, FAILED, EXPIRED, SUPERSEDED) by
-     * (proposed_at_tick, id); with none to evict it is refused with
-     * MC_ERR_LIMIT. 0 means the default. */
+    /* Bound on tracked actions. At each tick end, finished actions
+     * (REJECTED, EXECUTED, FAILED, EXPIRED, SUPERSEDED) are forgotten oldest
+     * first by (proposed_at_tick, id) while more than max_actions are
+     * tracked; pending and approved ones are kept. Between tick ends the
+     * table holds up to 2 * max_actions; a proposal beyond that is refused
+     * with MC_ERR_LIMIT. Evicting only at tick ends keeps the outcome
+     * independent of where a human decision falls between two inputs, which
+     * the replay needs. 0 means the default. */
     uint32_t max_actions;
     /* Bound on remembered incidents; the oldest resolved (else the oldest)
      * is forgotten first. 0 means the default. */
@@ -221,17 +231,18 @@ typedef struct mc_approval {
     mc_approval_mode mode;
     uint64_t expiry_ticks;
     uint32_t max_actions;
+    uint32_t capacity; /* 2 * max_actions slots */
     uint32_t max_incidents;
 
     char run_id[MC_APPROVAL_RUN_ID_MAX];
     uint64_t producer_seq;     /* the last one used; 0 before the first */
     bool closed_any;           /* a tick was closed */
     uint64_t last_closed_tick; /* valid when closed_any */
-    bool seen_input;           /* a stamped input arrived */
-    uint64_t min_input_tick;   /* lowest input tick while nothing is closed */
+    bool seen_input;           /* a stamped input was accepted */
+    uint64_t first_input_tick; /* the tick of the first one */
     uint32_t msgs_since_watermark;
 
-    mc_approval_action *actions; /* slots, max_actions of them */
+    mc_approval_action *actions; /* capacity slots */
     uint32_t action_count;
     uint32_t *order;    /* action_count slot numbers by (proposed_at_tick, id) */
     uint32_t *by_id;    /* action_count slot numbers by id */
@@ -254,8 +265,8 @@ void mc_approval_deinit(mc_approval *a);
 
 /* A proposal from ops.actions. Must have a stamp, an id, status PENDING, a
  * valid action type and a target (else MC_ERR_INVALID). May emit a SYSTEM
- * supersession decision. MC_ERR_LIMIT when the table is full of unfinished
- * actions or the outbox is full. */
+ * supersession decision. MC_ERR_LIMIT when the table or the outbox is
+ * full. */
 mc_status mc_approval_on_action(mc_approval *a, const Ops__V1__Action *m, mc_outbox *out,
                                 mc_error *err);
 
@@ -264,14 +275,16 @@ mc_status mc_approval_on_incident(mc_approval *a, const Ops__V1__Incident *m, mc
                                   mc_error *err);
 
 /* An engine event from sim.events. Only COMMAND_APPLIED and COMMAND_REFUSED
- * matter; every other kind is ignored (MC_OK, no check at all). The action
- * is found by action_id; when the event also names a command_id it must be
- * the action's command, else the event is ignored. Emits nothing. */
+ * matter; every other kind is ignored (MC_OK, no check at all). A command
+ * event must name its command_id (MC_ERR_INVALID otherwise); the action is
+ * found by action_id, or by the command id when action_id is empty, and is
+ * changed only when it is APPROVED with that very command (anything else is
+ * ignored). Emits nothing. */
 mc_status mc_approval_on_event(mc_approval *a, const Sim__V1__SimulationEvent *m,
                                mc_outbox *out, mc_error *err);
 
 /* Closes tick: policy approvals (by (proposed_at_tick, id)), then expiry,
- * then the watermark. tick must be above the last closed tick
+ * then eviction of finished actions beyond max_actions, then the watermark. tick must be above the last closed tick
  * (MC_ERR_STATE otherwise). Gaps are allowed. */
 mc_status mc_approval_on_tick_end(mc_approval *a, uint64_t tick, mc_outbox *out, mc_error *err);
 
@@ -291,6 +304,11 @@ mc_status mc_approval_on_human_decision(mc_approval *a, const char *action_id, b
  * live. */
 mc_status mc_approval_replay_decision(mc_approval *a, const Ops__V1__ApprovalDecision *d,
                                       mc_outbox *out, mc_approval_action *view, mc_error *err);
+
+/* True when d is the recorded human decision to feed now (see "Replay"
+ * above): source HUMAN, stamp.producer_seq == mc_approval_next_seq(a) and
+ * its action is known. */
+bool mc_approval_replay_due(const mc_approval *a, const Ops__V1__ApprovalDecision *d);
 
 /* Queries. None changes the state. */
 
