@@ -11,6 +11,7 @@
 
 #include "approval/approval.h"
 #include "core/ids.h"
+#include "core/rng.h"
 
 #define RUN "run-00000000000000aa"
 
@@ -475,8 +476,12 @@ static void test_refused_transitions(void **state)
     assert_int_equal(approve(&f, "failed", NULL), MC_OK);
     assert_int_equal(propose(&f, "newer", "t6", T_SCALE_UP, 2), MC_OK);
     assert_int_equal(mc_approval_on_tick_end(&f.a, 1, &f.out, &f.err), MC_OK);
-    assert_int_equal(engine_event(&f, EV_APPLIED, "executed", "", 2, ""), MC_OK);
-    assert_int_equal(engine_event(&f, EV_REFUSED, "failed", "", 2, "no capacity"), MC_OK);
+    mc_approval_action ve, vf;
+    assert_int_equal(mc_approval_get(&f.a, "executed", &ve, &f.err), MC_OK);
+    assert_int_equal(mc_approval_get(&f.a, "failed", &vf, &f.err), MC_OK);
+    assert_int_equal(engine_event(&f, EV_APPLIED, "executed", ve.command_id, 2, ""), MC_OK);
+    assert_int_equal(engine_event(&f, EV_REFUSED, "failed", vf.command_id, 2, "no capacity"),
+                     MC_OK);
     assert_int_equal(mc_approval_on_tick_end(&f.a, 2, &f.out, &f.err), MC_OK);
     assert_int_equal(mc_approval_on_tick_end(&f.a, 4, &f.out, &f.err), MC_OK);
 
@@ -757,19 +762,25 @@ static void test_engine_events(void **state)
 
     /* Other kinds are ignored outright. */
     assert_int_equal(engine_event(&f, SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_PAUSED,
-                                  "a1", "", 2, ""),
+                                  "a1", v1.command_id, 2, ""),
                      MC_OK);
     assert_int_equal(status_of(&f, "a1"), ST_APPROVED);
     /* A command id that is not the action's: ignored. */
     assert_int_equal(engine_event(&f, EV_APPLIED, "a1", "bogus", 2, ""), MC_OK);
     assert_int_equal(status_of(&f, "a1"), ST_APPROVED);
+    /* Another action's command: ignored. */
+    assert_int_equal(engine_event(&f, EV_APPLIED, "a1", v2.command_id, 2, ""), MC_OK);
+    assert_int_equal(status_of(&f, "a1"), ST_APPROVED);
     /* An event for a pending action: ignored. */
-    assert_int_equal(engine_event(&f, EV_APPLIED, "pending", "", 2, ""), MC_OK);
+    assert_int_equal(engine_event(&f, EV_APPLIED, "pending", "c-1", 2, ""), MC_OK);
     assert_int_equal(status_of(&f, "pending"), ST_PENDING);
-    /* Unknown action: ignored. */
-    assert_int_equal(engine_event(&f, EV_APPLIED, "ghost", "", 2, ""), MC_OK);
-    /* Neither id: a malformed event. */
+    /* Unknown action or command: ignored. */
+    assert_int_equal(engine_event(&f, EV_APPLIED, "ghost", "c-1", 2, ""), MC_OK);
+    assert_int_equal(engine_event(&f, EV_APPLIED, "", "c-1", 2, ""), MC_OK);
+    /* Without a command id: a malformed event, even with a good action id. */
+    assert_int_equal(engine_event(&f, EV_APPLIED, "a1", "", 2, ""), MC_ERR_INVALID);
     assert_int_equal(engine_event(&f, EV_APPLIED, "", "", 2, ""), MC_ERR_INVALID);
+    assert_int_equal(status_of(&f, "a1"), ST_APPROVED);
 
     assert_int_equal(engine_event(&f, EV_APPLIED, "a1", v1.command_id, 2, ""), MC_OK);
     mc_approval_action v;
@@ -785,7 +796,8 @@ static void test_engine_events(void **state)
     assert_string_equal(t[0].actor, "engine");
     assert_int_equal(t[0].tick, 2);
 
-    assert_int_equal(engine_event(&f, EV_REFUSED, "a2", "", 2, "no node has capacity"), MC_OK);
+    assert_int_equal(engine_event(&f, EV_REFUSED, "a2", v2.command_id, 2, "no node has capacity"),
+                     MC_OK);
     assert_int_equal(mc_approval_get(&f.a, "a2", &v, &f.err), MC_OK);
     assert_int_equal(v.status, ST_FAILED);
     assert_string_equal(v.status_reason, "no node has capacity");
@@ -795,7 +807,7 @@ static void test_engine_events(void **state)
     assert_int_equal(status_of(&f, "a3"), ST_EXECUTED);
 
     /* A duplicate changes nothing. */
-    assert_int_equal(engine_event(&f, EV_REFUSED, "a1", "", 3, "late"), MC_OK);
+    assert_int_equal(engine_event(&f, EV_REFUSED, "a1", v1.command_id, 3, "late"), MC_OK);
     assert_int_equal(status_of(&f, "a1"), ST_EXECUTED);
     mc_approval_transitions(&f.a, &n);
     assert_int_equal(n, 0);
@@ -975,31 +987,44 @@ static void test_bounded_eviction(void **state)
     assert_int_equal(propose(&f, "p1", "t1", T_RESTART, 1), MC_OK);
     assert_int_equal(propose(&f, "r1", "t2", T_RESTART, 2), MC_OK);
     assert_int_equal(propose(&f, "r2", "t3", T_RESTART, 3), MC_OK);
+    assert_int_equal(propose(&f, "r3", "t4", T_RESTART, 3), MC_OK);
+    assert_int_equal(reject(&f, "r3", NULL), MC_OK);
     assert_int_equal(reject(&f, "r2", NULL), MC_OK);
     assert_int_equal(reject(&f, "r1", NULL), MC_OK);
-    /* Full: the oldest finished (r1) goes, the older pending p1 stays. */
-    assert_int_equal(propose(&f, "p2", "t4", T_RESTART, 4), MC_OK);
+    assert_int_equal(propose(&f, "p2", "t5", T_RESTART, 4), MC_OK);
+    /* Between tick ends nothing is evicted: 5 tracked, bound 3. */
+    uint32_t counts[MC_APPROVAL_STATUS_COUNT];
+    assert_int_equal(mc_approval_counts(&f.a, counts), 5);
+    /* The tick end forgets the two oldest finished (r1, r2); the older
+     * pending p1 stays, and so does r3 (the bound is met). */
+    assert_int_equal(mc_approval_on_tick_end(&f.a, 4, &f.out, &f.err), MC_OK);
+    assert_int_equal(mc_approval_counts(&f.a, counts), 3);
     mc_approval_action v;
     assert_int_equal(mc_approval_get(&f.a, "r1", &v, &f.err), MC_ERR_NOT_FOUND);
-    assert_int_equal(status_of(&f, "p1"), ST_PENDING);
-    assert_int_equal(status_of(&f, "r2"), ST_REJECTED);
-    assert_int_equal(propose(&f, "p3", "t5", T_RESTART, 5), MC_OK);
     assert_int_equal(mc_approval_get(&f.a, "r2", &v, &f.err), MC_ERR_NOT_FOUND);
-    /* Only unfinished actions left: the next proposal is refused. */
-    assert_int_equal(propose(&f, "p4", "t6", T_RESTART, 6), MC_ERR_LIMIT);
-    assert_int_equal(mc_approval_get(&f.a, "p4", &v, &f.err), MC_ERR_NOT_FOUND);
-    uint32_t counts[MC_APPROVAL_STATUS_COUNT];
-    assert_int_equal(mc_approval_counts(&f.a, counts), 3);
-    assert_int_equal(counts[ST_PENDING], 3);
+    assert_int_equal(status_of(&f, "r3"), ST_REJECTED);
+    assert_int_equal(status_of(&f, "p1"), ST_PENDING);
+    /* Up to 2 * max_actions between tick ends, then proposals are refused. */
+    assert_int_equal(propose(&f, "p3", "t6", T_RESTART, 5), MC_OK);
+    assert_int_equal(propose(&f, "p4", "t7", T_RESTART, 5), MC_OK);
+    assert_int_equal(propose(&f, "p5", "t8", T_RESTART, 5), MC_OK);
+    assert_int_equal(propose(&f, "p6", "t9", T_RESTART, 5), MC_ERR_LIMIT);
+    assert_int_equal(mc_approval_get(&f.a, "p6", &v, &f.err), MC_ERR_NOT_FOUND);
+    /* Only r3 is finished: it goes, the pending ones all stay. */
+    assert_int_equal(mc_approval_on_tick_end(&f.a, 5, &f.out, &f.err), MC_OK);
+    assert_int_equal(mc_approval_counts(&f.a, counts), 5);
+    assert_int_equal(counts[ST_PENDING], 5);
+    assert_int_equal(propose(&f, "p6", "t9", T_RESTART, 6), MC_OK);
+    assert_int_equal(propose(&f, "p7", "t10", T_RESTART, 6), MC_ERR_LIMIT);
     /* Iteration stays in canonical order after slot reuse. */
-    mc_approval_action all[3];
+    mc_approval_action all[6];
     size_t n = 0;
     char cursor[MC_APPROVAL_CURSOR_MAX];
-    assert_int_equal(mc_approval_list(&f.a, 0, NULL, all, 3, &n, cursor, &f.err), MC_OK);
-    assert_int_equal(n, 3);
-    assert_string_equal(all[0].id, "p1");
-    assert_string_equal(all[1].id, "p2");
-    assert_string_equal(all[2].id, "p3");
+    assert_int_equal(mc_approval_list(&f.a, 0, NULL, all, 6, &n, cursor, &f.err), MC_OK);
+    assert_int_equal(n, 6);
+    const char *want[] = {"p1", "p2", "p3", "p4", "p5", "p6"};
+    for (size_t i = 0; i < 6; i++)
+        assert_string_equal(all[i].id, want[i]);
     fx_deinit(&f);
 }
 
@@ -1147,7 +1172,9 @@ static void run_script(script_rec *rec, const mc_outbox *recorded, mc_approval_m
     assert_int_equal(propose(&f, "a3", "svc-b", T_SCALE_DOWN, 1), MC_OK);
     HUMAN(approve(&f, "a2", NULL));
     assert_int_equal(mc_approval_on_tick_end(&f.a, 1, &f.out, &f.err), MC_OK);
-    assert_int_equal(engine_event(&f, EV_APPLIED, "a2", "", 2, ""), MC_OK);
+    mc_approval_action v2;
+    assert_int_equal(mc_approval_get(&f.a, "a2", &v2, &f.err), MC_OK);
+    assert_int_equal(engine_event(&f, EV_APPLIED, "a2", v2.command_id, 2, ""), MC_OK);
     HUMAN(reject(&f, "a3", NULL));
     assert_int_equal(propose(&f, "a4", "svc-c", T_SCALE_UP, 2), MC_OK);
     assert_int_equal(propose(&f, "a5", "svc-c", T_SCALE_DOWN, 2), MC_OK);
@@ -1276,6 +1303,272 @@ static void test_digest_tracks_state(void **state)
     fx_deinit(&f2);
 }
 
+/* ---- randomized runs ----------------------------------------------------- */
+
+enum op_kind { OP_PROPOSE, OP_INCIDENT, OP_APPROVE, OP_REJECT, OP_EVENT, OP_TICK_END };
+
+typedef struct op {
+    enum op_kind kind;
+    char id[16];
+    char target[16];
+    char command_id[MC_UUID_STR_LEN];
+    int type;   /* action type, or event kind */
+    uint64_t tick;
+    uint64_t proposed_at_tick;
+    bool flag;  /* incident resolved */
+} op;
+
+enum { PROP_STEPS = 1500, PROP_MAX_ACTIONS = 8 };
+
+static uint64_t draw(uint64_t seed, uint64_t step, uint32_t k, uint64_t n)
+{
+    return mc_rng_u64(seed, MC_RNG_STREAM_TEST, step, 0, k) % n;
+}
+
+/* Mostly one of the last few proposals (the ones still in play), now and
+ * then any number up to one that was never proposed. */
+static uint64_t pick_action(uint64_t seed, uint64_t step, uint64_t proposals)
+{
+    if (proposals == 0 || draw(seed, step, 6, 8) == 0)
+        return draw(seed, step, 2, proposals + 1);
+    uint64_t recent = proposals < 6 ? proposals : 6;
+    return proposals - 1 - draw(seed, step, 2, recent);
+}
+
+static void prop_cfg(fx *f, mc_approval_mode mode)
+{
+    mc_approval_config cfg;
+    mc_approval_config_default(&cfg);
+    cfg.mode = mode;
+    cfg.expiry_ticks = 4;
+    cfg.max_actions = PROP_MAX_ACTIONS;
+    cfg.max_incidents = 2;
+    memset(f, 0, sizeof *f);
+    assert_int_equal(mc_approval_init(&f->a, &cfg, &f->err), MC_OK);
+    assert_int_equal(mc_outbox_init(&f->out, 100000), MC_OK);
+}
+
+static mc_status apply_op(fx *f, const op *o)
+{
+    switch (o->kind) {
+    case OP_PROPOSE: {
+        Common__V1__Stamp stamp = COMMON__V1__STAMP__INIT;
+        stamp.run_id = (char *)RUN;
+        stamp.tick = o->tick;
+        Ops__V1__Action m = OPS__V1__ACTION__INIT;
+        m.stamp = &stamp;
+        m.id = (char *)o->id;
+        m.incident_id = (char *)"i0";
+        m.action_type = (Common__V1__ActionType)o->type;
+        m.target_id = (char *)o->target;
+        m.status = ST_PENDING;
+        m.proposed_at_tick = o->proposed_at_tick;
+        return mc_approval_on_action(&f->a, &m, &f->out, &f->err);
+    }
+    case OP_INCIDENT:
+        return incident(f, o->id, COMMON__V1__INCIDENT_SEVERITY__INCIDENT_SEVERITY_WARNING, "t",
+                        o->flag, o->tick);
+    case OP_APPROVE:
+        return approve(f, o->id, NULL);
+    case OP_REJECT:
+        return reject(f, o->id, NULL);
+    case OP_EVENT:
+        return engine_event(f, (Sim__V1__SimulationEventKind)o->type, o->id, o->command_id,
+                            o->tick, "");
+    case OP_TICK_END:
+        return mc_approval_on_tick_end(&f->a, o->tick, &f->out, &f->err);
+    }
+    return MC_ERR_INTERNAL;
+}
+
+/* Invariants of the live run after every step. */
+static void check_invariants(fx *f, size_t *checked)
+{
+    /* At most one pending action per target. */
+    mc_approval_action all[2 * PROP_MAX_ACTIONS];
+    size_t n = 0;
+    char cursor[MC_APPROVAL_CURSOR_MAX];
+    assert_int_equal(mc_approval_list(&f->a, 0, NULL, all, 2 * PROP_MAX_ACTIONS, &n, cursor,
+                                      &f->err),
+                     MC_OK);
+    assert_string_equal(cursor, "");
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = i + 1; j < n; j++) {
+            if (all[i].status == ST_PENDING && all[j].status == ST_PENDING)
+                assert_string_not_equal(all[i].target_id, all[j].target_id);
+        }
+        /* Canonical order. */
+        if (i > 0)
+            assert_true(all[i - 1].proposed_at_tick < all[i].proposed_at_tick ||
+                        (all[i - 1].proposed_at_tick == all[i].proposed_at_tick &&
+                         strcmp(all[i - 1].id, all[i].id) < 0));
+        /* A command id exactly for the approved ones and their outcomes. */
+        bool approved = all[i].status == ST_APPROVED || all[i].status == ST_EXECUTED ||
+                        all[i].status == ST_FAILED;
+        assert_true(approved == (all[i].command_id[0] != '\0'));
+    }
+    uint32_t counts[MC_APPROVAL_STATUS_COUNT];
+    uint32_t total = mc_approval_counts(&f->a, counts), sum = 0;
+    for (size_t s = 0; s < MC_APPROVAL_STATUS_COUNT; s++)
+        sum += counts[s];
+    assert_int_equal(sum, total);
+    assert_int_equal(total, n);
+
+    /* The new messages: contiguous sequence numbers, a command right after
+     * each approval, watermark counts. */
+    for (size_t i = *checked; i < f->out.len; i++) {
+        const mc_outbox_msg *m = &f->out.items[i];
+        assert_int_equal(m->producer_seq, i + 1);
+        if (strcmp(m->subject, "ops.commands") == 0) {
+            Ops__V1__ApplyActionCommand *c = command_at(f, i);
+            Ops__V1__ApprovalDecision *d = decision_at(f, i - 1);
+            assert_true(d->approved);
+            assert_string_equal(d->action_id, c->action_id);
+            ops__v1__approval_decision__free_unpacked(d, NULL);
+            ops__v1__apply_action_command__free_unpacked(c, NULL);
+        } else if (strcmp(m->subject, "ops.watermark.orchestrator") == 0) {
+            Ops__V1__Watermark *w = watermark_at(f, i);
+            size_t k = i;
+            while (k > 0 && strcmp(f->out.items[k - 1].subject, "ops.watermark.orchestrator") != 0)
+                k--;
+            assert_int_equal(w->message_count, i - k);
+            ops__v1__watermark__free_unpacked(w, NULL);
+        }
+    }
+    *checked = f->out.len;
+}
+
+/* Feeds the recorded human decisions that are due (the harness's rule). */
+static void feed_due(fx *f, const mc_outbox *rec, size_t *pos)
+{
+    for (;;) {
+        while (*pos < rec->len && rec->items[*pos].producer_seq < mc_approval_next_seq(&f->a))
+            (*pos)++;
+        if (*pos >= rec->len || strcmp(rec->items[*pos].subject, "ops.decisions") != 0)
+            return;
+        Ops__V1__ApprovalDecision *d = ops__v1__approval_decision__unpack(
+            NULL, rec->items[*pos].len, rec->items[*pos].payload);
+        assert_non_null(d);
+        bool due = mc_approval_replay_due(&f->a, d);
+        if (due)
+            assert_int_equal(mc_approval_replay_decision(&f->a, d, &f->out, NULL, &f->err),
+                             MC_OK);
+        ops__v1__approval_decision__free_unpacked(d, NULL);
+        if (!due)
+            return;
+    }
+}
+
+static void randomized_run(uint64_t seed, mc_approval_mode mode)
+{
+    static op ops[PROP_STEPS];
+    fx live;
+    prop_cfg(&live, mode);
+    uint64_t tick = 1, proposals = 0;
+    size_t checked = 0, humans = 0, refused = 0;
+    for (uint64_t step = 0; step < PROP_STEPS; step++) {
+        op *o = &ops[step];
+        memset(o, 0, sizeof *o);
+        uint64_t r = draw(seed, step, 0, 100);
+        o->tick = tick;
+        if (r < 30) {
+            o->kind = OP_PROPOSE;
+            /* Mostly new ids, sometimes a redelivery. */
+            uint64_t idn = proposals > 0 && draw(seed, step, 1, 10) == 0
+                               ? draw(seed, step, 2, proposals)
+                               : proposals++;
+            snprintf(o->id, sizeof o->id, "a%03llu", (unsigned long long)idn);
+            snprintf(o->target, sizeof o->target, "t%llu",
+                     (unsigned long long)draw(seed, step, 3, 4));
+            o->type = (int)(1 + draw(seed, step, 4, 5));
+            o->proposed_at_tick = tick - (tick > 1 ? draw(seed, step, 5, 2) : 0);
+        } else if (r < 35) {
+            o->kind = OP_INCIDENT;
+            snprintf(o->id, sizeof o->id, "i%llu", (unsigned long long)draw(seed, step, 1, 3));
+            o->flag = draw(seed, step, 2, 2) == 0;
+        } else if (r < 60) {
+            o->kind = draw(seed, step, 1, 3) == 0 ? OP_REJECT : OP_APPROVE;
+            snprintf(o->id, sizeof o->id, "a%03llu",
+                     (unsigned long long)pick_action(seed, step, proposals));
+        } else if (r < 80) {
+            o->kind = OP_EVENT;
+            snprintf(o->id, sizeof o->id, "a%03llu",
+                     (unsigned long long)pick_action(seed, step, proposals));
+            /* Mostly the engine's report on an approved action. */
+            mc_approval_action appr[2 * PROP_MAX_ACTIONS];
+            size_t na = 0;
+            char cur[MC_APPROVAL_CURSOR_MAX];
+            assert_int_equal(mc_approval_list(&live.a, 1u << ST_APPROVED, NULL, appr,
+                                              2 * PROP_MAX_ACTIONS, &na, cur, &live.err),
+                             MC_OK);
+            if (na > 0 && draw(seed, step, 7, 5) != 0)
+                memcpy(o->id, appr[draw(seed, step, 8, na)].id, sizeof o->id);
+            o->type = draw(seed, step, 3, 2) == 0 ? EV_REFUSED : EV_APPLIED;
+            mc_approval_action v;
+            if (mc_approval_get(&live.a, o->id, &v, &live.err) == MC_OK &&
+                v.command_id[0] != '\0')
+                memcpy(o->command_id, v.command_id, sizeof o->command_id);
+            else
+                snprintf(o->command_id, sizeof o->command_id, "c-none");
+        } else {
+            o->kind = OP_TICK_END;
+            /* Now and then a skipped tick, or a stale (refused) one. */
+            uint64_t k = draw(seed, step, 1, 10);
+            o->tick = k == 0 ? tick + 1 : (k == 1 && tick > 1 ? tick - 1 : tick);
+        }
+        uint8_t d0[MC_DIGEST_BYTES], d1[MC_DIGEST_BYTES];
+        mc_approval_digest(&live.a, d0);
+        size_t before = live.out.len;
+        mc_status st = apply_op(&live, o);
+        if (st != MC_OK) {
+            /* A refused input changes nothing and emits nothing. */
+            mc_approval_digest(&live.a, d1);
+            assert_memory_equal(d0, d1, MC_DIGEST_BYTES);
+            assert_int_equal(live.out.len, before);
+            assert_true(st == MC_ERR_STATE || st == MC_ERR_NOT_FOUND || st == MC_ERR_LIMIT);
+            refused++;
+        } else if (o->kind == OP_APPROVE || o->kind == OP_REJECT) {
+            humans++;
+        }
+        if (st == MC_OK && o->kind == OP_TICK_END)
+            tick = o->tick + 1;
+        check_invariants(&live, &checked);
+    }
+    /* The run exercised what it should. */
+    assert_true(humans > (mode == MC_APPROVAL_MODE_AUTO ? 5u : 15u));
+    assert_true(refused > 20);
+
+    /* Replay: the same inputs without the human calls, which come from the
+     * recording instead. */
+    fx rep;
+    prop_cfg(&rep, mode);
+    size_t pos = 0;
+    for (uint64_t step = 0; step < PROP_STEPS; step++) {
+        if (ops[step].kind == OP_APPROVE || ops[step].kind == OP_REJECT)
+            continue;
+        feed_due(&rep, &live.out, &pos);
+        (void)apply_op(&rep, &ops[step]);
+    }
+    feed_due(&rep, &live.out, &pos);
+    assert_same_outbox(&live.out, &rep.out);
+    uint8_t dl[MC_DIGEST_BYTES], dr[MC_DIGEST_BYTES];
+    mc_approval_digest(&live.a, dl);
+    mc_approval_digest(&rep.a, dr);
+    assert_memory_equal(dl, dr, MC_DIGEST_BYTES);
+    fx_deinit(&live);
+    fx_deinit(&rep);
+}
+
+static void test_randomized_runs_keep_invariants_and_replay(void **state)
+{
+    (void)state;
+    const mc_approval_mode modes[] = {MC_APPROVAL_MODE_MANUAL, MC_APPROVAL_MODE_AUTO,
+                                      MC_APPROVAL_MODE_AUTO_LOW_RISK};
+    for (uint64_t seed = 1; seed <= 4; seed++)
+        for (size_t m = 0; m < 3; m++)
+            randomized_run(seed, modes[m]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1308,6 +1601,7 @@ int main(void)
         cmocka_unit_test(test_replay_of_recorded_human_decisions),
         cmocka_unit_test(test_replay_refuses_non_human_decisions),
         cmocka_unit_test(test_digest_tracks_state),
+        cmocka_unit_test(test_randomized_runs_keep_invariants_and_replay),
     };
     return cmocka_run_group_tests_name("gateway/approval", tests, NULL, NULL);
 }
