@@ -392,6 +392,9 @@ static mc_status read_frame(mc_trace_reader *r, bool expect_header, mc_trace_rec
         return damage(r, 0, err, "the frame length field is damaged (its check does not match)");
     if (len == 0 || len > MC_TRACE_MAX_BODY)
         return damage(r, 0, err, "frame length %u is outside 1..%u", len, MC_TRACE_MAX_BODY);
+    if (r->footer_seen && len != MC_TRACE_SIG_BODY_LEN)
+        return damage(r, 0, err,
+                      "a frame of %u bytes after the footer (only a signature may follow it)", len);
     size_t total = (size_t)len + MC_TRACE_FRAME_OVERHEAD;
     if ((st = avail(r, total, &ok, err)) != MC_OK)
         return st;
