@@ -9,7 +9,11 @@
 # they hold the "services" resource lock and never run at the same time.
 function(mc_add_unit_test)
   cmake_parse_arguments(T "" "NAME;TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  # The fuzz build compiles tests too (so per-test settings still apply) but
+  # leaves them out of "all" and registers only the fuzz targets.
   if(MC_FUZZ)
+    add_executable(${T_NAME} EXCLUDE_FROM_ALL ${T_SOURCES})
+    target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} PkgConfig::CMOCKA)
     return()
   endif()
   add_executable(${T_NAME} ${T_SOURCES})
@@ -24,7 +28,11 @@ endfunction()
 
 function(mc_add_integration_test)
   cmake_parse_arguments(T "" "NAME;TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  # The fuzz build compiles tests too (so per-test settings still apply) but
+  # leaves them out of "all" and registers only the fuzz targets.
   if(MC_FUZZ)
+    add_executable(${T_NAME} EXCLUDE_FROM_ALL ${T_SOURCES})
+    target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} PkgConfig::CMOCKA)
     return()
   endif()
   add_executable(${T_NAME} ${T_SOURCES})
