@@ -336,31 +336,6 @@ static void test_torn_file_verify_and_open(void **state)
     assert_non_null(strstr(s.problem.what, "without a footer"));
 }
 
-/* Recomputes every frame's length check, crc and chain, as a forger who
- * knows the format would: only order, sequence and signature checks are left
- * to catch what was changed. */
-static void rechain(uint8_t *d, size_t len)
-{
-    uint8_t chain[32];
-    mc_trace_chain_start(mc_trace_get_u32(d + 8), chain);
-    size_t o = MC_TRACE_PREAMBLE_LEN;
-    while (o + MC_TRACE_FRAME_PREFIX_LEN <= len) {
-        uint32_t n = mc_trace_get_u32(d + o);
-        size_t covered = MC_TRACE_FRAME_PREFIX_LEN + n;
-        if (o + covered + MC_TRACE_FRAME_TRAILER_LEN > len)
-            break;
-        mc_trace_put_u32(d + o + 4, mc_trace_crc32c(0, d + o, 4));
-        mc_trace_put_u32(d + o + covered, mc_trace_crc32c(0, d + o, covered));
-        crypto_generichash_state hs;
-        crypto_generichash_init(&hs, NULL, 0, 32);
-        crypto_generichash_update(&hs, chain, 32);
-        crypto_generichash_update(&hs, d + o, covered + 4);
-        crypto_generichash_final(&hs, chain, 32);
-        memcpy(d + o + covered + 4, chain, 32);
-        o += covered + MC_TRACE_FRAME_TRAILER_LEN;
-    }
-}
-
 /* d with frames i and i+1 swapped. */
 static uint8_t *swapped(const fixture *f, size_t i)
 {
@@ -381,7 +356,7 @@ static void test_reordered_frames(void **state)
     outcome o = read_all(d, f->len, NULL);
     expect_damage(&o, i, &f->frames[i], "hash chain mismatch");
     /* Swapped and re-chained: the sequence numbers give it away. */
-    rechain(d, f->len);
+    trace_rechain(d, f->len);
     o = read_all(d, f->len, NULL);
     assert_int_equal(o.state, MC_TRACE_DAMAGED);
     assert_int_equal(o.problem.frame, i);
@@ -391,7 +366,7 @@ static void test_reordered_frames(void **state)
                      f->frames[i].sequence);
     mc_trace_put_u64(d + f->frames[i].offset + f->frames[i + 1].len + MC_TRACE_FRAME_PREFIX_LEN + 4,
                      f->frames[i + 1].sequence);
-    rechain(d, f->len);
+    trace_rechain(d, f->len);
     o = read_all(d, f->len, NULL);
     assert_int_equal(o.state, MC_TRACE_DAMAGED);
     assert_int_equal(o.problem.frame, i + 1);
@@ -401,7 +376,7 @@ static void test_reordered_frames(void **state)
     /* A record moved after its tick's checkpoint. */
     size_t c = nth(f, MC_TRACE_KIND_CHECKPOINT, 1);
     d = swapped(f, c - 1);
-    rechain(d, f->len);
+    trace_rechain(d, f->len);
     o = read_all(d, f->len, NULL);
     assert_int_equal(o.state, MC_TRACE_DAMAGED);
     assert_int_equal(o.problem.frame, c);
@@ -415,7 +390,7 @@ static void test_reordered_frames(void **state)
     size_t flen = f->frames[i].len;
     memmove(d + f->frames[i].offset, d + f->frames[i].offset + flen,
             f->len - f->frames[i].offset - flen);
-    rechain(d, f->len - flen);
+    trace_rechain(d, f->len - flen);
     o = read_all(d, f->len - flen, NULL);
     assert_int_equal(o.state, MC_TRACE_DAMAGED);
     assert_int_equal(o.problem.frame, i);
@@ -437,7 +412,7 @@ static void test_footer_and_trailing_data(void **state)
     assert_int_equal(o.problem.offset, f->len);
     /* A whole record frame appended after the footer (re-chained). */
     memcpy(d + f->len, f->data + f->frames[1].offset, f->frames[1].len);
-    rechain(d, f->len + f->frames[1].len);
+    trace_rechain(d, f->len + f->frames[1].len);
     o = read_all(d, f->len + f->frames[1].len, NULL);
     assert_int_equal(o.state, MC_TRACE_DAMAGED);
     assert_non_null(strstr(o.msg, "after the footer"));
@@ -449,7 +424,7 @@ static void test_footer_and_trailing_data(void **state)
     uint8_t *body = d + fi->offset + MC_TRACE_FRAME_PREFIX_LEN;
     assert_int_equal(body[1], 0x08); /* field 1, varint: record_count */
     body[2] ^= 0x01;
-    rechain(d, f->len);
+    trace_rechain(d, f->len);
     o = read_all(d, f->len, NULL);
     assert_int_equal(o.state, MC_TRACE_DAMAGED);
     assert_int_equal(o.problem.frame, foot);
@@ -465,24 +440,24 @@ static void test_bad_frames(void **state)
     uint8_t *body = d + f->frames[i].offset + MC_TRACE_FRAME_PREFIX_LEN;
     /* An unknown kind. */
     body[0] = 9;
-    rechain(d, f->len);
+    trace_rechain(d, f->len);
     outcome o = read_all(d, f->len, NULL);
     expect_damage(&o, i, &(frame_info){.offset = f->frames[i].offset}, "unknown frame kind 9");
     /* A stage of 0, a subject with a space, names overrunning the body. */
     memcpy(d, f->data, f->len);
     body[1] = 0;
-    rechain(d, f->len);
+    trace_rechain(d, f->len);
     o = read_all(d, f->len, NULL);
     expect_damage(&o, i, &f->frames[i], "stage 0");
     memcpy(d, f->data, f->len);
     body[MC_TRACE_RECORD_FIXED + 1] = ' ';
-    rechain(d, f->len);
+    trace_rechain(d, f->len);
     o = read_all(d, f->len, NULL);
     expect_damage(&o, i, &f->frames[i], "subject");
     memcpy(d, f->data, f->len);
     body[2] = 255;
     body[3] = 255;
-    rechain(d, f->len);
+    trace_rechain(d, f->len);
     o = read_all(d, f->len, NULL);
     expect_damage(&o, i, &f->frames[i], "overrun");
     free(d);
