@@ -60,12 +60,15 @@ static size_t subscribers(test_server *ts)
     return n;
 }
 
-static void wait_subscribers(test_server *ts, size_t n)
+static void wait_subscribers_at(test_server *ts, size_t n, int line)
 {
-    for (int i = 0; i < 200 && subscribers(ts) != n; i++)
+    for (int i = 0; i < 1000 && subscribers(ts) != n; i++)
         usleep(10 * 1000);
-    assert_int_equal(subscribers(ts), n);
+    if (subscribers(ts) != n)
+        fail_msg("subscribers %zu, want %zu (line %d)", subscribers(ts), n, line);
 }
+
+#define wait_subscribers(ts, n) wait_subscribers_at((ts), (n), __LINE__)
 
 static void free_hub(test_server *ts, void *arg)
 {
