@@ -176,6 +176,12 @@ static void fmt_double(char *out, size_t n, double v)
         snprintf(out, n, v > 0 ? "+Inf" : "-Inf");
         return;
     }
+    /* Whole numbers (counts, sums of whole observations) print plainly
+     * rather than as 4e+05. */
+    if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+        snprintf(out, n, "%.0f", v);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(out, n, "%.*g", prec, v);
         if (strtod(out, NULL) == v)
