@@ -631,8 +631,12 @@ mc_status mc_approval_on_action(mc_approval *a, const Ops__V1__Action *m, mc_out
     tmpl.updated_at_tick = m->proposed_at_tick;
     tmpl.escalation_level = m->escalation_level;
     uint64_t expires = 0;
-    if (a->expiry_ticks != 0)
-        expires = m->proposed_at_tick + a->expiry_ticks;
+    if (a->expiry_ticks != 0) {
+        /* Saturate: a wrapped sum would expire the action at once. */
+        expires = m->proposed_at_tick <= UINT64_MAX - a->expiry_ticks
+                      ? m->proposed_at_tick + a->expiry_ticks
+                      : UINT64_MAX;
+    }
     if (m->expires_at_tick != 0 && (expires == 0 || m->expires_at_tick < expires))
         expires = m->expires_at_tick;
     tmpl.expires_at_tick = expires;
