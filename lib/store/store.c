@@ -341,6 +341,24 @@ mc_status mc_store_open(const mc_store_options *opts, mc_store **out, mc_error *
     return MC_OK;
 }
 
+mc_status mc_store_open_config(const mc_db_config *db, const mc_store_config *cfg, mc_store **out,
+                               mc_error *err)
+{
+    if (db == NULL || out == NULL)
+        return mc_error_set(err, MC_ERR_INVALID, "mc_store_open_config: db and out are required");
+    char conninfo[2048];
+    if (mc_db_config_conninfo(db, conninfo, sizeof conninfo) != MC_OK)
+        return mc_error_set(err, MC_ERR_LIMIT, "DATABASE_URL / DB_* settings are too long");
+    mc_store_options o = {.conninfo = conninfo};
+    if (cfg != NULL)
+        o.metrics = *cfg;
+    mc_status st = mc_store_open(&o, out, err);
+    /* The connection string may hold the password: do not leave it on the
+     * stack. */
+    sodium_memzero(conninfo, sizeof conninfo);
+    return st;
+}
+
 void mc_store_free(mc_store *s)
 {
     if (s == NULL)
@@ -443,11 +461,14 @@ static mc_status metrics_storage_setup(mc_store *s, mc_store_metrics_storage *ou
     /* Checked everywhere, so a typo is caught before it matters. */
     mc_status st = q(s, "METRICS_COMPRESS_AFTER/METRICS_RETENTION",
                      "SELECT $1::interval, $2::interval", 2, vals, NULL, err);
-    if (st != MC_OK)
+    if (st != MC_OK) {
+        char cause[400];
+        copy_trimmed(cause, sizeof cause, err ? err->msg : "");
         return mc_error_set(err, MC_ERR_INVALID,
                             "METRICS_COMPRESS_AFTER=%s / METRICS_RETENTION=%s: expected "
                             "PostgreSQL intervals such as '7 days' (%s)",
-                            s->compress_after, s->retention, err ? err->msg : "");
+                            s->compress_after, s->retention, cause);
+    }
     st = q(s, "timescaledb check",
            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')", 0, NULL,
            &res, err);

@@ -83,6 +83,18 @@ typedef struct mc_store_options {
  * the store; free it with mc_store_free. Does not run migrations. */
 mc_status mc_store_open(const mc_store_options *opts, mc_store **out, mc_error *err);
 
+/* The usual start of a service: connects with the DB_* / DATABASE_URL
+ * settings of its config table (MC_CONFIG_VARS_DB) and the metrics settings
+ * (MC_STORE_CONFIG_VARS; cfg may be NULL for the defaults), with the default
+ * retry bounds. Then call mc_store_migrate.
+ *
+ *     mc_store *st = NULL;
+ *     if (mc_store_open_config(&cfg.db, &cfg.store, &st, &err) != MC_OK ||
+ *         mc_store_migrate(st, NULL, &err) != MC_OK) { log err.msg; exit }
+ */
+mc_status mc_store_open_config(const mc_db_config *db, const mc_store_config *cfg, mc_store **out,
+                               mc_error *err);
+
 /* Closes the connection and frees the store. NULL-safe. */
 void mc_store_free(mc_store *s);
 
@@ -97,7 +109,10 @@ uint64_t mc_store_reconnects(const mc_store *s);
 /* ---- Migrations ---- */
 
 /* One migration: version (from the file name 0001_...), name (the file name
- * without .sql) and the SQL text, run inside one transaction. */
+ * without .sql) and the SQL text, run inside one transaction. The text may
+ * hold several statements but no transaction control (BEGIN/COMMIT) and
+ * nothing that cannot run in a transaction (CREATE INDEX CONCURRENTLY,
+ * VACUUM). See lib/store/migrations/README.md. */
 typedef struct mc_store_migration {
     uint32_t version;
     const char *name;

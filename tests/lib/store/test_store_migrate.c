@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "config/config.h"
 #include "log/log.h"
 #include "store/store.h"
 #include "store_testutil.h"
@@ -194,6 +195,43 @@ static void test_bad_arguments(void **state)
     assert_non_null(strstr(err.msg, "2 attempts"));
 }
 
+typedef struct svc_cfg {
+    mc_db_config db;
+    mc_store_config store;
+} svc_cfg;
+
+static const mc_config_var svc_vars[] = {
+    MC_CONFIG_VARS_DB(svc_cfg, db),
+    MC_STORE_CONFIG_VARS(svc_cfg, store),
+};
+
+/* A service's start: config table from the environment, open, migrate. */
+static void test_open_config(void **state)
+{
+    st_db *db = *state;
+    svc_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    mc_error err = {0};
+    assert_int_equal(mc_config_load(svc_vars, sizeof svc_vars / sizeof svc_vars[0], &cfg, NULL,
+                                    NULL, &err),
+                     MC_OK);
+    assert_string_equal(cfg.store.metrics_compress_after, MC_STORE_DEFAULT_COMPRESS_AFTER);
+    assert_string_equal(cfg.store.metrics_retention, MC_STORE_DEFAULT_RETENTION);
+    /* Through DB_* (DATABASE_URL would win), pointed at the test database. */
+    cfg.db.database_url = NULL;
+    cfg.db.name = db->dbname;
+    mc_store *s = NULL;
+    if (mc_store_open_config(&cfg.db, &cfg.store, &s, &err) != MC_OK)
+        fail_msg("open_config: %s", err.msg);
+    mc_store_schema_info info = {0};
+    assert_int_equal(mc_store_migrate(s, &info, &err), MC_OK);
+    assert_int_equal(info.metrics_storage, MC_STORE_METRICS_PLAIN);
+    assert_string_equal(mc_store_metrics_storage_name(info.metrics_storage), "plain");
+    PGconn *c = mc_store_conn(s);
+    assert_string_equal(PQdb(c), db->dbname);
+    mc_store_free(s);
+}
+
 typedef struct racer {
     const st_db *db;
     mc_status st;
@@ -273,6 +311,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failing_migration_rolls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_migrators, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_config, setup, teardown),
         cmocka_unit_test(test_embedded_equals_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -367,8 +367,9 @@ static void test_paging_and_filters(void **state)
 
     /* A malformed token is refused. */
     const char *bad[] = {"garbage", "a1.", "a1.12", "a1.12.zzzzzzzz-0000-4000-8000-000000000001",
-                         "a1.-3.00000002-0000-4000-8000-000000000064", "a1.99999999999999999999."
-                         "00000002-0000-4000-8000-000000000064"};
+                         "a1.-3.00000002-0000-4000-8000-000000000064",
+                         "a1.99999999999999999999.00000002-0000-4000-8000-000000000064",
+                         "a1.12.00000002-0000-4000-8000-000000000064x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(mc_store_action_list(f->s, NULL, 10, bad[i], &page, &err),
                          MC_ERR_INVALID);
