@@ -20,9 +20,15 @@
  *                    trace shows every status change that was not computed
  *                    by the engine.
  *   - ops.commands   ApplyActionCommand for every approval, right after its
- *                    decision.
+ *                    decision, issued_at_tick = the decision's tick;
+ *                    parameters {"replica_delta": "1"} for SCALE_UP and
+ *                    {"replica_delta": "-1"} for SCALE_DOWN, none otherwise.
  *   - ops.watermark.orchestrator  Watermark{STAGE_ORCHESTRATOR, N,
  *                    message_count} as the last message of on_tick_end(N).
+ * Ids (core/ids.h): decision_id = mc_id_uuid("decision", run, tick,
+ * action_id, "human"|"policy"|"system"); command_id = mc_id_uuid("command",
+ * run, tick, target_id, action_id). Stamps say replayed = false: the shell
+ * sets it when it re-publishes from a trace.
  *
  * Beside the outbox every mutating call fills a transition list (see
  * mc_approval_transitions): one entry per status change it made, with actor,
@@ -82,12 +88,15 @@
  * tick ends. Inputs that emit nothing therefore commute with it, and its
  * stamp tick (the open tick) does not move between tick ends. Everything
  * else the core emits (POLICY/SYSTEM decisions, commands, watermarks) is
- * compared with the recording, byte for byte.
+ * compared with the recording, byte for byte. The same re-drive rebuilds the
+ * state after an orchestrator restart (its outputs, already published, are
+ * dropped).
  *
  * Atomicity: a call that would overflow the outbox fails with MC_ERR_LIMIT
- * before changing anything. MC_ERR_NOMEM cannot happen after init (all
- * memory is allocated there) except inside protobuf packing; treat it as
- * fatal and re-initialize the core.
+ * before changing anything. After init the core allocates nothing itself;
+ * MC_ERR_NOMEM can only come from the outbox copying a packed message, and
+ * leaves the state part-way through a call: treat it as fatal and rebuild
+ * the core.
  *
  * Single-threaded; no clock, no environment, no I/O. */
 #ifndef MC_GATEWAY_APPROVAL_H

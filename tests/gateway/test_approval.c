@@ -587,6 +587,38 @@ static void test_human_approval_beats_expiry_in_the_same_tick(void **state)
     fx_deinit(&f);
 }
 
+static void test_open_tick_before_first_close(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, MC_APPROVAL_MODE_MANUAL, 5);
+    assert_int_equal(propose(&f, "a1", "svc-a", T_RESTART, 7), MC_OK);
+    assert_int_equal(mc_approval_open_tick(&f.a), 7);
+    /* A later input of a lower tick does not move it. */
+    assert_int_equal(propose(&f, "a2", "svc-b", T_RESTART, 6), MC_OK);
+    assert_int_equal(mc_approval_open_tick(&f.a), 7);
+    assert_int_equal(approve(&f, "a2", NULL), MC_OK);
+    Ops__V1__ApprovalDecision *d = decision_at(&f, 0);
+    assert_int_equal(d->effective_tick, 7);
+    check_stamp(d->stamp, 7, 1);
+    ops__v1__approval_decision__free_unpacked(d, NULL);
+    fx_deinit(&f);
+}
+
+static void test_expiry_saturates(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, MC_APPROVAL_MODE_MANUAL, 5);
+    assert_int_equal(propose(&f, "a1", "svc-a", T_RESTART, UINT64_MAX - 1), MC_OK);
+    mc_approval_action v;
+    assert_int_equal(mc_approval_get(&f.a, "a1", &v, &f.err), MC_OK);
+    assert_true(v.expires_at_tick == UINT64_MAX);
+    assert_int_equal(mc_approval_on_tick_end(&f.a, UINT64_MAX - 1, &f.out, &f.err), MC_OK);
+    assert_int_equal(status_of(&f, "a1"), ST_PENDING);
+    fx_deinit(&f);
+}
+
 static void test_supersession(void **state)
 {
     (void)state;
@@ -1584,6 +1616,8 @@ int main(void)
         cmocka_unit_test(test_expiry_exactly_at_configured_tick),
         cmocka_unit_test(test_no_expiry_when_zero),
         cmocka_unit_test(test_human_approval_beats_expiry_in_the_same_tick),
+        cmocka_unit_test(test_open_tick_before_first_close),
+        cmocka_unit_test(test_expiry_saturates),
         cmocka_unit_test(test_supersession),
         cmocka_unit_test(test_mode_manual_waits),
         cmocka_unit_test(test_mode_auto_approves_everything_at_tick_end),
