@@ -172,6 +172,7 @@ mc_status mc_detector_init(mc_detector *d, const mc_detector_config *cfg, mc_err
             memcpy(d->groups[g], r->group, MC_DETECTOR_NAME_MAX);
         }
         d->rule_group[i] = (uint16_t)g;
+        d->group_rules[g][d->group_rule_count[g]++] = (uint16_t)i;
     }
 
     uint32_t cap = 16;
@@ -577,8 +578,9 @@ static mc_status group_step(mc_detector *d, mc_det_target *t, size_t g, uint64_t
                             mc_outbox *out, uint32_t *emitted, mc_error *err)
 {
     int dom = -1;
-    for (size_t r = 0; r < d->rules.count; r++) {
-        if (d->rule_group[r] != g || !t->hyst[r].active)
+    for (size_t k = 0; k < d->group_rule_count[g]; k++) {
+        size_t r = d->group_rules[g][k];
+        if (!t->hyst[r].active)
             continue;
         if (dom < 0 || d->rules.rules[r].severity > d->rules.rules[dom].severity)
             dom = (int)r;

@@ -93,6 +93,8 @@ typedef struct mc_detector {
     uint32_t metric_dq_total[MC_DETECTOR_RULES_MAX];
     size_t group_count;
     char groups[MC_DETECTOR_RULES_MAX][MC_DETECTOR_NAME_MAX];
+    uint16_t group_rule_count[MC_DETECTOR_RULES_MAX];
+    uint16_t group_rules[MC_DETECTOR_RULES_MAX][MC_DETECTOR_RULES_MAX]; /* table order */
 
     uint32_t tick_ms;
     uint32_t max_targets;
