@@ -48,12 +48,9 @@ static void copy_text(char *dst, size_t cap, const char *src)
 const char *mc_approval_mode_name(mc_approval_mode m)
 {
     switch (m) {
-    case MC_APPROVAL_MODE_MANUAL:
-        return "manual";
-    case MC_APPROVAL_MODE_AUTO:
-        return "auto";
-    case MC_APPROVAL_MODE_AUTO_LOW_RISK:
-        return "auto-low-risk";
+    case MC_APPROVAL_MODE_MANUAL: return "manual";
+    case MC_APPROVAL_MODE_AUTO: return "auto";
+    case MC_APPROVAL_MODE_AUTO_LOW_RISK: return "auto-low-risk";
     }
     return "unknown";
 }
@@ -78,22 +75,14 @@ mc_status mc_approval_mode_parse(const char *s, mc_approval_mode *out, mc_error 
 const char *mc_approval_status_name(Common__V1__ActionStatus s)
 {
     switch (s) {
-    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_PENDING:
-        return "PENDING";
-    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_APPROVED:
-        return "APPROVED";
-    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_REJECTED:
-        return "REJECTED";
-    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_EXECUTED:
-        return "EXECUTED";
-    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_FAILED:
-        return "FAILED";
-    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_EXPIRED:
-        return "EXPIRED";
-    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_SUPERSEDED:
-        return "SUPERSEDED";
-    default:
-        return "UNSPECIFIED";
+    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_PENDING: return "PENDING";
+    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_APPROVED: return "APPROVED";
+    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_REJECTED: return "REJECTED";
+    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_EXECUTED: return "EXECUTED";
+    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_FAILED: return "FAILED";
+    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_EXPIRED: return "EXPIRED";
+    case COMMON__V1__ACTION_STATUS__ACTION_STATUS_SUPERSEDED: return "SUPERSEDED";
+    default: return "UNSPECIFIED";
     }
 }
 
@@ -358,8 +347,8 @@ static mc_approval_incident *find_incident(const mc_approval *a, const char *id,
 
 /* Checks an input's stamp against the core's run. Does not adopt the run:
  * that happens only once the whole input is accepted (adopt_input). */
-static mc_status check_stamp(const mc_approval *a, const Common__V1__Stamp *stamp,
-                             const char *what, mc_error *err)
+static mc_status check_stamp(const mc_approval *a, const Common__V1__Stamp *stamp, const char *what,
+                             mc_error *err)
 {
     if (stamp == NULL)
         return mc_error_set(err, MC_ERR_INVALID, "approval: %s without a stamp", what);
@@ -367,8 +356,8 @@ static mc_status check_stamp(const mc_approval *a, const Common__V1__Stamp *stam
     if (run[0] == '\0')
         return mc_error_set(err, MC_ERR_INVALID, "approval: %s without a run id", what);
     if (strlen(run) >= MC_APPROVAL_RUN_ID_MAX)
-        return mc_error_set(err, MC_ERR_INVALID, "approval: %s run id longer than %d bytes",
-                            what, MC_APPROVAL_RUN_ID_MAX - 1);
+        return mc_error_set(err, MC_ERR_INVALID, "approval: %s run id longer than %d bytes", what,
+                            MC_APPROVAL_RUN_ID_MAX - 1);
     if (a->run_id[0] != '\0' && strcmp(a->run_id, run) != 0)
         return mc_error_set(err, MC_ERR_INVALID,
                             "approval: %s belongs to run %s, the core is in run %s", what, run,
@@ -481,14 +470,10 @@ static mc_status push(mc_approval *a, mc_outbox *out, const char *subject, uint6
 static const char *source_name(Ops__V1__DecisionSource src)
 {
     switch (src) {
-    case OPS__V1__DECISION_SOURCE__DECISION_SOURCE_HUMAN:
-        return "human";
-    case OPS__V1__DECISION_SOURCE__DECISION_SOURCE_POLICY:
-        return "policy";
-    case OPS__V1__DECISION_SOURCE__DECISION_SOURCE_SYSTEM:
-        return "system";
-    default:
-        return "unspecified";
+    case OPS__V1__DECISION_SOURCE__DECISION_SOURCE_HUMAN: return "human";
+    case OPS__V1__DECISION_SOURCE__DECISION_SOURCE_POLICY: return "policy";
+    case OPS__V1__DECISION_SOURCE__DECISION_SOURCE_SYSTEM: return "system";
+    default: return "unspecified";
     }
 }
 
@@ -556,8 +541,8 @@ static mc_status decide(mc_approval *a, mc_outbox *out, mc_approval_action *x, b
     if (approve)
         mc_id_uuid(x->command_id, "command", a->run_id, tick, x->target_id, x->id);
     add_transition(a, x, from, x->decided_by, tick, x->status_reason);
-    mc_status st = emit_decision(a, out, x, approve, src, x->decided_by, x->status_reason, tick,
-                                 err);
+    mc_status st =
+        emit_decision(a, out, x, approve, src, x->decided_by, x->status_reason, tick, err);
     if (st == MC_OK && approve)
         st = emit_command(a, out, x, tick, err);
     return st;
@@ -604,11 +589,11 @@ mc_status mc_approval_on_action(mc_approval *a, const Ops__V1__Action *m, mc_out
                             MC_APPROVAL_ID_MAX - 1);
     if (m->status != COMMON__V1__ACTION_STATUS__ACTION_STATUS_PENDING)
         return mc_error_set(err, MC_ERR_INVALID,
-                            "approval: action %s has status %s; proposals must be PENDING",
-                            tmpl.id, mc_approval_status_name(m->status));
+                            "approval: action %s has status %s; proposals must be PENDING", tmpl.id,
+                            mc_approval_status_name(m->status));
     if (!action_type_valid(m->action_type))
-        return mc_error_set(err, MC_ERR_INVALID, "approval: action %s has unknown type %d",
-                            tmpl.id, (int)m->action_type);
+        return mc_error_set(err, MC_ERR_INVALID, "approval: action %s has unknown type %d", tmpl.id,
+                            (int)m->action_type);
     if (m->target_id == NULL || m->target_id[0] == '\0' ||
         !copy_id(tmpl.target_id, sizeof tmpl.target_id, m->target_id))
         return mc_error_set(err, MC_ERR_INVALID,
@@ -617,8 +602,10 @@ mc_status mc_approval_on_action(mc_approval *a, const Ops__V1__Action *m, mc_out
     if (!copy_id(tmpl.incident_id, sizeof tmpl.incident_id, m->incident_id) ||
         !copy_id(tmpl.supersedes_action_id, sizeof tmpl.supersedes_action_id,
                  m->supersedes_action_id))
-        return mc_error_set(err, MC_ERR_INVALID, "approval: action %s refers to an id longer "
-                            "than %d", tmpl.id, MC_APPROVAL_ID_MAX - 1);
+        return mc_error_set(err, MC_ERR_INVALID,
+                            "approval: action %s refers to an id longer "
+                            "than %d",
+                            tmpl.id, MC_APPROVAL_ID_MAX - 1);
 
     /* A redelivered proposal changes nothing. */
     if (find_action(a, tmpl.id) != NULL)
@@ -718,8 +705,7 @@ mc_status mc_approval_on_incident(mc_approval *a, const Ops__V1__Incident *m, mc
     mc_approval_incident rec;
     memset(&rec, 0, sizeof rec);
     if (m->id == NULL || m->id[0] == '\0' || !copy_id(rec.id, sizeof rec.id, m->id))
-        return mc_error_set(err, MC_ERR_INVALID,
-                            "approval: incident id empty or longer than %d",
+        return mc_error_set(err, MC_ERR_INVALID, "approval: incident id empty or longer than %d",
                             MC_APPROVAL_ID_MAX - 1);
     adopt_input(a, m->stamp);
 
@@ -767,8 +753,8 @@ mc_status mc_approval_on_incident(mc_approval *a, const Ops__V1__Incident *m, mc
     return MC_OK;
 }
 
-mc_status mc_approval_on_event(mc_approval *a, const Sim__V1__SimulationEvent *m,
-                               mc_outbox *out, mc_error *err)
+mc_status mc_approval_on_event(mc_approval *a, const Sim__V1__SimulationEvent *m, mc_outbox *out,
+                               mc_error *err)
 {
     a->transition_count = 0;
     if (m == NULL)
@@ -824,14 +810,12 @@ mc_status mc_approval_on_event(mc_approval *a, const Sim__V1__SimulationEvent *m
 static bool policy_approves(mc_approval_mode mode, Common__V1__ActionType t)
 {
     switch (mode) {
-    case MC_APPROVAL_MODE_AUTO:
-        return true;
+    case MC_APPROVAL_MODE_AUTO: return true;
     case MC_APPROVAL_MODE_AUTO_LOW_RISK:
         return t == COMMON__V1__ACTION_TYPE__ACTION_TYPE_RESTART_SERVICE ||
                t == COMMON__V1__ACTION_TYPE__ACTION_TYPE_SCALE_UP ||
                t == COMMON__V1__ACTION_TYPE__ACTION_TYPE_REBALANCE_TRAFFIC;
-    case MC_APPROVAL_MODE_MANUAL:
-        return false;
+    case MC_APPROVAL_MODE_MANUAL: return false;
     }
     return false;
 }
@@ -928,8 +912,8 @@ mc_status mc_approval_on_human_decision(mc_approval *a, const char *action_id, b
     if (x->status != COMMON__V1__ACTION_STATUS__ACTION_STATUS_PENDING) {
         if (view != NULL)
             *view = *x;
-        return mc_error_set(err, MC_ERR_STATE, "approval: action %s is %s, not PENDING",
-                            action_id, mc_approval_status_name(x->status));
+        return mc_error_set(err, MC_ERR_STATE, "approval: action %s is %s, not PENDING", action_id,
+                            mc_approval_status_name(x->status));
     }
     mc_status st = need_room(out, approve ? 2 : 1, "decision", err);
     if (st != MC_OK)
@@ -1022,8 +1006,8 @@ mc_status mc_approval_list(const mc_approval *a, uint32_t status_mask, const cha
             continue;
         if (*n == max) {
             /* One more matches: the page is full and there is a next one. */
-            snprintf(next_cursor, MC_APPROVAL_CURSOR_MAX, "%" PRIu64 "/%s",
-                     last->proposed_at_tick, last->id);
+            snprintf(next_cursor, MC_APPROVAL_CURSOR_MAX, "%" PRIu64 "/%s", last->proposed_at_tick,
+                     last->id);
             return MC_OK;
         }
         out[(*n)++] = *x;
@@ -1036,8 +1020,8 @@ mc_status mc_approval_list_pending(const mc_approval *a, const char *cursor,
                                    mc_approval_action *out, size_t max, size_t *n,
                                    char *next_cursor, mc_error *err)
 {
-    return mc_approval_list(a, status_bit(COMMON__V1__ACTION_STATUS__ACTION_STATUS_PENDING),
-                            cursor, out, max, n, next_cursor, err);
+    return mc_approval_list(a, status_bit(COMMON__V1__ACTION_STATUS__ACTION_STATUS_PENDING), cursor,
+                            out, max, n, next_cursor, err);
 }
 
 uint32_t mc_approval_counts(const mc_approval *a, uint32_t counts[MC_APPROVAL_STATUS_COUNT])

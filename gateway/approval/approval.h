@@ -117,10 +117,10 @@
 /* Sizes of the fixed string fields, including the NUL. Ids (UUIDs, 36
  * characters) and targets longer than these are refused as invalid input;
  * free text (reasons, titles) is cut at a UTF-8 character boundary. */
-#define MC_APPROVAL_ID_MAX 64
+#define MC_APPROVAL_ID_MAX     64
 #define MC_APPROVAL_TARGET_MAX 128
-#define MC_APPROVAL_ACTOR_MAX 128
-#define MC_APPROVAL_TEXT_MAX 512
+#define MC_APPROVAL_ACTOR_MAX  128
+#define MC_APPROVAL_TEXT_MAX   512
 #define MC_APPROVAL_RUN_ID_MAX 64
 /* A list cursor: "<proposed_at_tick>/<action id>". */
 #define MC_APPROVAL_CURSOR_MAX (24 + MC_APPROVAL_ID_MAX)
@@ -128,17 +128,17 @@
 /* ActionStatus values are 0..7; arrays indexed by status have this size. */
 #define MC_APPROVAL_STATUS_COUNT 8
 
-#define MC_APPROVAL_PRODUCER "orchestrator"
+#define MC_APPROVAL_PRODUCER          "orchestrator"
 #define MC_APPROVAL_SUBJECT_DECISIONS "ops.decisions"
-#define MC_APPROVAL_SUBJECT_COMMANDS "ops.commands"
+#define MC_APPROVAL_SUBJECT_COMMANDS  "ops.commands"
 #define MC_APPROVAL_SUBJECT_WATERMARK "ops.watermark.orchestrator"
 /* The actor of expiry and supersession decisions and of their transitions. */
 #define MC_APPROVAL_ACTOR_SYSTEM "system"
-#define MC_APPROVAL_ACTOR_AGENT "agent"
+#define MC_APPROVAL_ACTOR_AGENT  "agent"
 #define MC_APPROVAL_ACTOR_ENGINE "engine"
 
-#define MC_APPROVAL_DEFAULT_EXPIRY_TICKS 30
-#define MC_APPROVAL_DEFAULT_MAX_ACTIONS 4096
+#define MC_APPROVAL_DEFAULT_EXPIRY_TICKS  30
+#define MC_APPROVAL_DEFAULT_MAX_ACTIONS   4096
 #define MC_APPROVAL_DEFAULT_MAX_INCIDENTS 1024
 
 /* APPROVAL_MODE. */
@@ -253,8 +253,8 @@ typedef struct mc_approval {
 
     mc_approval_action *actions; /* capacity slots */
     uint32_t action_count;
-    uint32_t *order;    /* action_count slot numbers by (proposed_at_tick, id) */
-    uint32_t *by_id;    /* action_count slot numbers by id */
+    uint32_t *order; /* action_count slot numbers by (proposed_at_tick, id) */
+    uint32_t *by_id; /* action_count slot numbers by id */
     uint32_t *free_slots;
     uint32_t free_count;
 
@@ -289,12 +289,12 @@ mc_status mc_approval_on_incident(mc_approval *a, const Ops__V1__Incident *m, mc
  * found by action_id, or by the command id when action_id is empty, and is
  * changed only when it is APPROVED with that very command (anything else is
  * ignored). Emits nothing. */
-mc_status mc_approval_on_event(mc_approval *a, const Sim__V1__SimulationEvent *m,
-                               mc_outbox *out, mc_error *err);
+mc_status mc_approval_on_event(mc_approval *a, const Sim__V1__SimulationEvent *m, mc_outbox *out,
+                               mc_error *err);
 
 /* Closes tick: policy approvals (by (proposed_at_tick, id)), then expiry,
- * then eviction of finished actions beyond max_actions, then the watermark. tick must be above the last closed tick
- * (MC_ERR_STATE otherwise). Gaps are allowed. */
+ * then eviction of finished actions beyond max_actions, then the watermark. tick must be above the
+ * last closed tick (MC_ERR_STATE otherwise). Gaps are allowed. */
 mc_status mc_approval_on_tick_end(mc_approval *a, uint64_t tick, mc_outbox *out, mc_error *err);
 
 /* A person approves (approve = true) or rejects action_id. actor is

@@ -164,9 +164,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 Sim__V1__SimulationEvent e = SIM__V1__SIMULATION_EVENT__INIT;
                 stamp.tick = mc_approval_open_tick(&a);
                 e.stamp = &stamp;
-                e.kind = (b & 0x80)
-                             ? SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_APPLIED
-                             : SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_REFUSED;
+                e.kind =
+                    (b & 0x80)
+                        ? SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_APPLIED
+                        : SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_REFUSED;
                 e.action_id = (b & 0x40) ? v.id : (char *)"";
                 e.command_id = v.command_id;
                 (void)mc_approval_on_event(&a, &e, &out, &err);

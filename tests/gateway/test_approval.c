@@ -15,22 +15,22 @@
 
 #define RUN "run-00000000000000aa"
 
-#define ST_PENDING COMMON__V1__ACTION_STATUS__ACTION_STATUS_PENDING
-#define ST_APPROVED COMMON__V1__ACTION_STATUS__ACTION_STATUS_APPROVED
-#define ST_REJECTED COMMON__V1__ACTION_STATUS__ACTION_STATUS_REJECTED
-#define ST_EXECUTED COMMON__V1__ACTION_STATUS__ACTION_STATUS_EXECUTED
-#define ST_FAILED COMMON__V1__ACTION_STATUS__ACTION_STATUS_FAILED
-#define ST_EXPIRED COMMON__V1__ACTION_STATUS__ACTION_STATUS_EXPIRED
-#define ST_SUPERSEDED COMMON__V1__ACTION_STATUS__ACTION_STATUS_SUPERSEDED
+#define ST_PENDING     COMMON__V1__ACTION_STATUS__ACTION_STATUS_PENDING
+#define ST_APPROVED    COMMON__V1__ACTION_STATUS__ACTION_STATUS_APPROVED
+#define ST_REJECTED    COMMON__V1__ACTION_STATUS__ACTION_STATUS_REJECTED
+#define ST_EXECUTED    COMMON__V1__ACTION_STATUS__ACTION_STATUS_EXECUTED
+#define ST_FAILED      COMMON__V1__ACTION_STATUS__ACTION_STATUS_FAILED
+#define ST_EXPIRED     COMMON__V1__ACTION_STATUS__ACTION_STATUS_EXPIRED
+#define ST_SUPERSEDED  COMMON__V1__ACTION_STATUS__ACTION_STATUS_SUPERSEDED
 #define ST_UNSPECIFIED COMMON__V1__ACTION_STATUS__ACTION_STATUS_UNSPECIFIED
 
-#define T_RESTART COMMON__V1__ACTION_TYPE__ACTION_TYPE_RESTART_SERVICE
-#define T_SCALE_UP COMMON__V1__ACTION_TYPE__ACTION_TYPE_SCALE_UP
+#define T_RESTART    COMMON__V1__ACTION_TYPE__ACTION_TYPE_RESTART_SERVICE
+#define T_SCALE_UP   COMMON__V1__ACTION_TYPE__ACTION_TYPE_SCALE_UP
 #define T_SCALE_DOWN COMMON__V1__ACTION_TYPE__ACTION_TYPE_SCALE_DOWN
-#define T_DRAIN COMMON__V1__ACTION_TYPE__ACTION_TYPE_DRAIN_NODE
-#define T_REBALANCE COMMON__V1__ACTION_TYPE__ACTION_TYPE_REBALANCE_TRAFFIC
+#define T_DRAIN      COMMON__V1__ACTION_TYPE__ACTION_TYPE_DRAIN_NODE
+#define T_REBALANCE  COMMON__V1__ACTION_TYPE__ACTION_TYPE_REBALANCE_TRAFFIC
 
-#define SRC_HUMAN OPS__V1__DECISION_SOURCE__DECISION_SOURCE_HUMAN
+#define SRC_HUMAN  OPS__V1__DECISION_SOURCE__DECISION_SOURCE_HUMAN
 #define SRC_POLICY OPS__V1__DECISION_SOURCE__DECISION_SOURCE_POLICY
 #define SRC_SYSTEM OPS__V1__DECISION_SOURCE__DECISION_SOURCE_SYSTEM
 
@@ -406,13 +406,12 @@ static void test_human_rejection(void **state)
     assert_int_equal(propose(&f, "a1", "node-1", T_DRAIN, 2), MC_OK);
     mc_approval_action v;
     /* A rejection needs a reason and everything needs an actor. */
-    assert_int_equal(mc_approval_on_human_decision(&f.a, "a1", false, "bob", "", &f.out, &v,
-                                                   &f.err),
-                     MC_ERR_INVALID);
+    assert_int_equal(
+        mc_approval_on_human_decision(&f.a, "a1", false, "bob", "", &f.out, &v, &f.err),
+        MC_ERR_INVALID);
     assert_int_equal(mc_approval_on_human_decision(&f.a, "a1", true, "", "x", &f.out, &v, &f.err),
                      MC_ERR_INVALID);
-    assert_int_equal(mc_approval_on_human_decision(&f.a, "a1", true, NULL, "x", &f.out, &v,
-                                                   &f.err),
+    assert_int_equal(mc_approval_on_human_decision(&f.a, "a1", true, NULL, "x", &f.out, &v, &f.err),
                      MC_ERR_INVALID);
     assert_int_equal(f.out.len, 0);
     assert_int_equal(status_of(&f, "a1"), ST_PENDING);
@@ -507,9 +506,9 @@ static void test_two_approvals_one_command(void **state)
     assert_int_equal(propose(&f, "a1", "svc-a", T_RESTART, 1), MC_OK);
     assert_int_equal(approve(&f, "a1", NULL), MC_OK);
     mc_approval_action v;
-    assert_int_equal(mc_approval_on_human_decision(&f.a, "a1", true, "carol", "me too", &f.out,
-                                                   &v, &f.err),
-                     MC_ERR_STATE);
+    assert_int_equal(
+        mc_approval_on_human_decision(&f.a, "a1", true, "carol", "me too", &f.out, &v, &f.err),
+        MC_ERR_STATE);
     assert_int_equal(v.status, ST_APPROVED);
     assert_string_equal(v.decided_by, "alice");
     assert_int_equal(mc_approval_on_tick_end(&f.a, 1, &f.out, &f.err), MC_OK);
@@ -966,8 +965,7 @@ static void test_list_pending_with_cursor(void **state)
     size_t seen = 0;
     char token[MC_APPROVAL_CURSOR_MAX] = "";
     for (int pages = 0; pages < 10; pages++) {
-        assert_int_equal(mc_approval_list_pending(&f.a, token, page, 2, &n, cursor, &f.err),
-                         MC_OK);
+        assert_int_equal(mc_approval_list_pending(&f.a, token, page, 2, &n, cursor, &f.err), MC_OK);
         for (size_t i = 0; i < n; i++) {
             assert_true(seen < 5);
             assert_string_equal(page[i].id, want[seen]);
@@ -1083,7 +1081,8 @@ static void test_incident_context(void **state)
     assert_int_equal(v.incident_severity,
                      COMMON__V1__INCIDENT_SEVERITY__INCIDENT_SEVERITY_CRITICAL);
     /* Resolution: the action stays pending, marked, until it expires. */
-    assert_int_equal(incident(&f, "inc-1", COMMON__V1__INCIDENT_SEVERITY__INCIDENT_SEVERITY_UNSPECIFIED,
+    assert_int_equal(incident(&f, "inc-1",
+                              COMMON__V1__INCIDENT_SEVERITY__INCIDENT_SEVERITY_UNSPECIFIED,
                               "svc-a failing", true, 2),
                      MC_OK);
     assert_int_equal(mc_approval_get(&f.a, "a1", &v, &f.err), MC_OK);
@@ -1097,9 +1096,9 @@ static void test_incident_context(void **state)
     assert_int_equal(status_of(&f, "a1"), ST_EXPIRED);
     /* Bad incident input. */
     assert_int_equal(mc_approval_on_incident(&f.a, NULL, &f.out, &f.err), MC_ERR_INVALID);
-    assert_int_equal(incident(&f, "", COMMON__V1__INCIDENT_SEVERITY__INCIDENT_SEVERITY_INFO, "t",
-                              false, 6),
-                     MC_ERR_INVALID);
+    assert_int_equal(
+        incident(&f, "", COMMON__V1__INCIDENT_SEVERITY__INCIDENT_SEVERITY_INFO, "t", false, 6),
+        MC_ERR_INVALID);
     fx_deinit(&f);
 }
 
@@ -1145,9 +1144,8 @@ static void test_long_text_is_cut_at_a_character(void **state)
     }
     reason[600] = '\0';
     mc_approval_action v;
-    assert_int_equal(mc_approval_on_human_decision(&f.a, "a1", false, "bob", reason, &f.out, &v,
-                                                   &f.err),
-                     MC_OK);
+    assert_int_equal(
+        mc_approval_on_human_decision(&f.a, "a1", false, "bob", reason, &f.out, &v, &f.err), MC_OK);
     size_t len = strlen(v.status_reason);
     assert_true(len < MC_APPROVAL_TEXT_MAX);
     assert_int_equal(len % 2, 0);
@@ -1169,31 +1167,31 @@ static void run_script(script_rec *rec, const mc_outbox *recorded, mc_approval_m
     size_t rec_pos = 0;
     /* In replay mode, feed the recorded human decision whose sequence number
      * is the next one the core will use: the harness's rule. */
-#define HUMAN(call)                                                                               \
-    do {                                                                                          \
-        if (recorded == NULL) {                                                                   \
-            (void)(call);                                                                         \
-        } else {                                                                                  \
-            for (; rec_pos < recorded->len; rec_pos++) {                                          \
-                const mc_outbox_msg *m = &recorded->items[rec_pos];                               \
-                if (m->producer_seq < mc_approval_next_seq(&f.a))                                 \
-                    continue;                                                                     \
-                if (m->producer_seq > mc_approval_next_seq(&f.a))                                 \
-                    break;                                                                        \
-                if (strcmp(m->subject, "ops.decisions") != 0)                                     \
-                    break;                                                                        \
-                Ops__V1__ApprovalDecision *d =                                                    \
-                    ops__v1__approval_decision__unpack(NULL, m->len, m->payload);                 \
-                assert_non_null(d);                                                               \
-                bool human = d->source == SRC_HUMAN;                                              \
-                if (human)                                                                        \
-                    assert_int_equal(mc_approval_replay_decision(&f.a, d, &f.out, NULL, &f.err),  \
-                                     MC_OK);                                                      \
-                ops__v1__approval_decision__free_unpacked(d, NULL);                               \
-                if (!human)                                                                       \
-                    break;                                                                        \
-            }                                                                                     \
-        }                                                                                         \
+#define HUMAN(call)                                                                                \
+    do {                                                                                           \
+        if (recorded == NULL) {                                                                    \
+            (void)(call);                                                                          \
+        } else {                                                                                   \
+            for (; rec_pos < recorded->len; rec_pos++) {                                           \
+                const mc_outbox_msg *m = &recorded->items[rec_pos];                                \
+                if (m->producer_seq < mc_approval_next_seq(&f.a))                                  \
+                    continue;                                                                      \
+                if (m->producer_seq > mc_approval_next_seq(&f.a))                                  \
+                    break;                                                                         \
+                if (strcmp(m->subject, "ops.decisions") != 0)                                      \
+                    break;                                                                         \
+                Ops__V1__ApprovalDecision *d =                                                     \
+                    ops__v1__approval_decision__unpack(NULL, m->len, m->payload);                  \
+                assert_non_null(d);                                                                \
+                bool human = d->source == SRC_HUMAN;                                               \
+                if (human)                                                                         \
+                    assert_int_equal(mc_approval_replay_decision(&f.a, d, &f.out, NULL, &f.err),   \
+                                     MC_OK);                                                       \
+                ops__v1__approval_decision__free_unpacked(d, NULL);                                \
+                if (!human)                                                                        \
+                    break;                                                                         \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
 
     assert_int_equal(incident(&f, "inc-1", COMMON__V1__INCIDENT_SEVERITY__INCIDENT_SEVERITY_ERROR,
@@ -1344,10 +1342,10 @@ typedef struct op {
     char id[16];
     char target[16];
     char command_id[MC_UUID_STR_LEN];
-    int type;   /* action type, or event kind */
+    int type; /* action type, or event kind */
     uint64_t tick;
     uint64_t proposed_at_tick;
-    bool flag;  /* incident resolved */
+    bool flag; /* incident resolved */
 } op;
 
 enum { PROP_STEPS = 1500, PROP_MAX_ACTIONS = 8 };
@@ -1400,15 +1398,12 @@ static mc_status apply_op(fx *f, const op *o)
     case OP_INCIDENT:
         return incident(f, o->id, COMMON__V1__INCIDENT_SEVERITY__INCIDENT_SEVERITY_WARNING, "t",
                         o->flag, o->tick);
-    case OP_APPROVE:
-        return approve(f, o->id, NULL);
-    case OP_REJECT:
-        return reject(f, o->id, NULL);
+    case OP_APPROVE: return approve(f, o->id, NULL);
+    case OP_REJECT: return reject(f, o->id, NULL);
     case OP_EVENT:
-        return engine_event(f, (Sim__V1__SimulationEventKind)o->type, o->id, o->command_id,
-                            o->tick, "");
-    case OP_TICK_END:
-        return mc_approval_on_tick_end(&f->a, o->tick, &f->out, &f->err);
+        return engine_event(f, (Sim__V1__SimulationEventKind)o->type, o->id, o->command_id, o->tick,
+                            "");
+    case OP_TICK_END: return mc_approval_on_tick_end(&f->a, o->tick, &f->out, &f->err);
     }
     return MC_ERR_INTERNAL;
 }
@@ -1420,9 +1415,8 @@ static void check_invariants(fx *f, size_t *checked)
     mc_approval_action all[2 * PROP_MAX_ACTIONS];
     size_t n = 0;
     char cursor[MC_APPROVAL_CURSOR_MAX];
-    assert_int_equal(mc_approval_list(&f->a, 0, NULL, all, 2 * PROP_MAX_ACTIONS, &n, cursor,
-                                      &f->err),
-                     MC_OK);
+    assert_int_equal(
+        mc_approval_list(&f->a, 0, NULL, all, 2 * PROP_MAX_ACTIONS, &n, cursor, &f->err), MC_OK);
     assert_string_equal(cursor, "");
     for (size_t i = 0; i < n; i++) {
         for (size_t j = i + 1; j < n; j++) {
@@ -1483,8 +1477,7 @@ static void feed_due(fx *f, const mc_outbox *rec, size_t *pos)
         assert_non_null(d);
         bool due = mc_approval_replay_due(&f->a, d);
         if (due)
-            assert_int_equal(mc_approval_replay_decision(&f->a, d, &f->out, NULL, &f->err),
-                             MC_OK);
+            assert_int_equal(mc_approval_replay_decision(&f->a, d, &f->out, NULL, &f->err), MC_OK);
         ops__v1__approval_decision__free_unpacked(d, NULL);
         if (!due)
             return;
@@ -1537,8 +1530,7 @@ static void randomized_run(uint64_t seed, mc_approval_mode mode)
                 memcpy(o->id, appr[draw(seed, step, 8, na)].id, sizeof o->id);
             o->type = draw(seed, step, 3, 2) == 0 ? EV_REFUSED : EV_APPLIED;
             mc_approval_action v;
-            if (mc_approval_get(&live.a, o->id, &v, &live.err) == MC_OK &&
-                v.command_id[0] != '\0')
+            if (mc_approval_get(&live.a, o->id, &v, &live.err) == MC_OK && v.command_id[0] != '\0')
                 memcpy(o->command_id, v.command_id, sizeof o->command_id);
             else
                 snprintf(o->command_id, sizeof o->command_id, "c-none");
