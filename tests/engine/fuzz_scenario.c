@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/core/engine.h"
 #include "engine/core/scenario.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -37,6 +38,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t limit = ft->target_kind == MC_TARGET_NODE ? sc.n_nodes : sc.n_services;
         if (ft->target_index >= limit)
             abort();
+    }
+    /* Small scenarios also run a few ticks: whatever parses must either be
+     * refused by init with a message or simulate without crashing, keeping
+     * served + failed == offered. */
+    if (sc.n_services <= 200 && sc.n_nodes <= 50) {
+        mc_engine e;
+        mc_engine_config cfg = {.seed = 1};
+        if (mc_engine_init(&e, &sc, &cfg, &err) == MC_OK) {
+            mc_outbox ob;
+            mc_outbox_init(&ob, mc_engine_max_messages_per_tick(&e));
+            for (int t = 0; t < 5; t++) {
+                if (mc_engine_step(&e, &ob, &err) != MC_OK)
+                    abort();
+                mc_outbox_clear(&ob);
+                for (uint32_t i = 0; i < mc_engine_service_count(&e); i++) {
+                    mc_engine_service_view v;
+                    mc_engine_service_get(&e, i, &v);
+                    if (v.served + v.failed != v.offered)
+                        abort();
+                }
+            }
+            mc_outbox_deinit(&ob);
+            mc_engine_deinit(&e);
+        } else if (err.msg[0] == '\0') {
+            abort();
+        }
     }
     mc_scenario copy;
     if (mc_scenario_copy(&copy, &sc, NULL) == MC_OK)
