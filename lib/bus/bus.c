@@ -602,41 +602,56 @@ static void fail_async_cb(uv_async_t *h);
 
 /* Reports a final failure: log, counters, first-failure text for the next
  * flush, and the callback (directly in thread mode, via the loop in loop
- * mode). Called without bus->mu held. */
+ * mode). With release_pending, the message also stops counting as pending
+ * in the same critical section that records the failure, and only after a
+ * thread-mode callback has returned: whoever sees the pending count drop
+ * (mc_bus_flush) must also see the failure. Called without bus->mu held. */
 static void report_failure(mc_bus *bus, const char *subject, const char *msg_id, mc_status st,
-                           const char *text, uint32_t attempts, bool notify)
+                           const char *text, uint32_t attempts, bool notify, bool release_pending)
 {
     MC_LOG_ERROR("publish failed", MC_LF_STR("subject", subject), MC_LF_STR("msg_id", msg_id),
                  MC_LF_STR("error", text), MC_LF_UINT("attempts", attempts));
+    if (notify && bus->o.on_publish_error && bus->loop == NULL) {
+        mc_bus_publish_failure f = {subject, msg_id, st, text, attempts};
+        bus->o.on_publish_error(bus->o.on_publish_error_ctx, &f);
+    }
+    failure_note *n = NULL;
+    if (notify && bus->o.on_publish_error && bus->loop != NULL)
+        n = calloc(1, sizeof *n);
+    if (n != NULL) {
+        n->subject = dup_str(subject);
+        n->msg_id = dup_str(msg_id);
+        n->error = dup_str(text);
+        n->status = st;
+        n->attempts = attempts;
+    }
     atomic_fetch_add(&bus->failures, 1);
     pthread_mutex_lock(&bus->mu);
     if (bus->failures_since_flush++ == 0)
         snprintf(bus->first_failure, sizeof bus->first_failure, "%s (msg id %s): %s", subject,
                  msg_id, text);
-    bool queue = notify && bus->o.on_publish_error && bus->loop != NULL && bus->fail_async_ready &&
-                 bus->fail_queued < MAX_QUEUED_FAILURES;
-    if (queue) {
-        failure_note *n = calloc(1, sizeof *n);
-        if (n) {
-            n->subject = dup_str(subject);
-            n->msg_id = dup_str(msg_id);
-            n->error = dup_str(text);
-            n->status = st;
-            n->attempts = attempts;
-            if (bus->fail_tail)
-                bus->fail_tail->next = n;
-            else
-                bus->fail_head = n;
-            bus->fail_tail = n;
-            bus->fail_queued++;
-        }
+    bool queued = false;
+    if (n != NULL && bus->fail_async_ready && bus->fail_queued < MAX_QUEUED_FAILURES) {
+        if (bus->fail_tail)
+            bus->fail_tail->next = n;
+        else
+            bus->fail_head = n;
+        bus->fail_tail = n;
+        bus->fail_queued++;
+        queued = true;
     }
+    if (release_pending)
+        pending_done_locked(bus);
     pthread_mutex_unlock(&bus->mu);
-    if (queue) {
+    if (queued) {
         uv_async_send(&bus->fail_async);
-    } else if (notify && bus->o.on_publish_error && bus->loop == NULL) {
-        mc_bus_publish_failure f = {subject, msg_id, st, text, attempts};
-        bus->o.on_publish_error(bus->o.on_publish_error_ctx, &f);
+    } else if (n != NULL) {
+        MC_LOG_WARN("publish failure not handed to the loop (queue full or closing)",
+                    MC_LF_STR("msg_id", msg_id));
+        free(n->subject);
+        free(n->msg_id);
+        free(n->error);
+        free(n);
     }
 }
 
@@ -705,7 +720,6 @@ static void attempt_failed(mc_bus *bus, natsMsg *msg, natsStatus s, jsErrCode je
     }
     uint32_t attempts = e ? e->attempts : 1;
     retry_remove_locked(bus, msg);
-    pending_done_locked(bus);
     pthread_mutex_unlock(&bus->mu);
 
     char text[400];
@@ -721,7 +735,8 @@ static void attempt_failed(mc_bus *bus, natsMsg *msg, natsStatus s, jsErrCode je
     if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) != NATS_OK)
         id = "";
     const char *subj = natsMsg_GetSubject(msg);
-    report_failure(bus, subj ? subj : "", id ? id : "", status_from_nats(s), text, attempts, true);
+    report_failure(bus, subj ? subj : "", id ? id : "", status_from_nats(s), text, attempts, true,
+                   true);
     natsMsg_Destroy(msg);
 }
 
@@ -1050,7 +1065,6 @@ static void bus_teardown(mc_bus *bus)
             m = e->msg;
             bus->retries = e->next;
             free(e);
-            pending_done_locked(bus);
         } else if (e != NULL) {
             /* In flight inside nats.c; its context frees it below. */
             bus->retries = e->next;
@@ -1064,7 +1078,7 @@ static void bus_teardown(mc_bus *bus)
             natsMsgHeader_Get(m, "Nats-Msg-Id", &id);
             const char *subj = natsMsg_GetSubject(m);
             report_failure(bus, subj ? subj : "", id ? id : "", MC_ERR_STATE,
-                           "bus closed before the retry was sent", 0, false);
+                           "bus closed before the retry was sent", 0, false, true);
             natsMsg_Destroy(m);
             lost_retries++;
         }
@@ -1387,6 +1401,18 @@ mc_status mc_bus_flush(mc_bus *bus, uint64_t timeout_ms, mc_error *err)
 
 /* ---- Consumers ---- */
 
+/* The consumer whose callback this thread is running in thread mode, so a
+ * callback that closes its own consumer does not wait for itself. */
+static _Thread_local mc_bus_consumer *tls_in_callback;
+
+static void call_on_batch(mc_bus_consumer *c, mc_bus_batch *b)
+{
+    mc_bus_consumer *outer = tls_in_callback;
+    tls_in_callback = c;
+    c->on_batch(c->ctx, b);
+    tls_in_callback = outer;
+}
+
 static void consumer_destroy(mc_bus_consumer *c)
 {
     if (c->sub != NULL)
@@ -1478,7 +1504,7 @@ static void hand_over(mc_bus_consumer *c, mc_bus_batch *b)
         pthread_mutex_unlock(&c->mu);
         uv_async_send(&c->async);
     } else {
-        c->on_batch(c->ctx, b);
+        call_on_batch(c, b);
     }
 }
 
@@ -1606,9 +1632,20 @@ static bool worker_subscribe(mc_bus_consumer *c)
     }
 }
 
+static void *pull_worker_loop(mc_bus_consumer *c);
+
+/* The worker holds a reference, so a callback that closes its own consumer
+ * (and therefore cannot join this thread) leaves it valid until we exit. */
 static void *pull_worker(void *arg)
 {
     mc_bus_consumer *c = arg;
+    pull_worker_loop(c);
+    consumer_unref(c);
+    return NULL;
+}
+
+static void *pull_worker_loop(mc_bus_consumer *c)
+{
     if (c->sub == NULL && !worker_subscribe(c))
         return NULL;
     uint64_t backoff = 100;
@@ -1685,6 +1722,7 @@ static void *pull_worker(void *arg)
 static void *ordered_worker(void *arg)
 {
     worker_subscribe(arg);
+    consumer_unref(arg);
     return NULL;
 }
 
@@ -1754,7 +1792,7 @@ static void ordered_msg_cb(natsConnection *nc, natsSubscription *sub, natsMsg *m
     c->msgs_inflight++;
     c->refs++;
     pthread_mutex_unlock(&c->mu);
-    c->on_batch(c->ctx, b);
+    call_on_batch(c, b);
 }
 
 static mc_status consumer_alloc(mc_bus *bus, bool ordered, mc_bus_stream stream,
@@ -1805,7 +1843,9 @@ static mc_status consumer_start(mc_bus_consumer *c, void *(*worker)(void *), mc_
         c->refs++; /* dropped when the handle has closed */
     }
     if (worker != NULL) {
+        c->refs++; /* the worker's, dropped when it exits */
         if (pthread_create(&c->worker, NULL, worker, c) != 0) {
+            c->refs--;
             mc_error_set(err, MC_ERR_INTERNAL, "cannot start the consumer thread");
             if (c->sub)
                 natsSubscription_Unsubscribe(c->sub);
@@ -1961,14 +2001,18 @@ static void consumer_close_internal(mc_bus_consumer *c)
      * until the last batch is freed, so its messages can still be acked. */
     if (sub != NULL)
         natsSubscription_Unsubscribe(sub);
+    bool self = tls_in_callback == c;
     if (c->worker_started) {
-        pthread_join(c->worker, NULL);
+        if (self && pthread_equal(pthread_self(), c->worker))
+            pthread_detach(c->worker); /* it exits once this callback returns */
+        else
+            pthread_join(c->worker, NULL);
         c->worker_started = false;
     }
     pthread_mutex_lock(&c->mu);
     sub = c->sub;
     pthread_mutex_unlock(&c->mu);
-    if (c->ordered && sub != NULL) {
+    if (c->ordered && sub != NULL && !self) {
         /* No callback may run after close returns. */
         pthread_mutex_lock(&c->mu);
         struct timespec ts = deadline_in(5000);

@@ -797,6 +797,80 @@ static void test_publish_without_stream_fails_clearly(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A callback may close its own consumer (thread mode: on the very thread
+ * close would otherwise wait for). */
+typedef struct self_close {
+    mc_bus_consumer *cons;
+    int batches;
+    pthread_mutex_t mu;
+} self_close;
+
+static void close_self_cb(void *ctx, mc_bus_batch *b)
+{
+    self_close *sc = ctx;
+    mc_bus_batch_ack_all(b, NULL);
+    mc_bus_batch_free(b);
+    pthread_mutex_lock(&sc->mu);
+    sc->batches++;
+    mc_bus_consumer *c = sc->cons;
+    sc->cons = NULL;
+    pthread_mutex_unlock(&sc->mu);
+    mc_bus_consumer_close(c);
+}
+
+static void test_close_from_own_callback(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    mc_bus *bus = open_bus(&f, NULL, NULL);
+    mc_error err = {0};
+    char s[128];
+    subj(&f, s, sizeof s, "sim.events");
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "sc-%d", i);
+        assert_int_equal(mc_bus_publish(bus, s, "x", 1, id, NULL, &err), MC_OK);
+    }
+    self_close pc = {0}, oc = {0};
+    pthread_mutex_init(&pc.mu, NULL);
+    pthread_mutex_init(&oc.mu, NULL);
+    mc_bus_pull_options po = {0};
+    po.stream = MC_BUS_STREAM_SIM;
+    po.durable = "selfclose";
+    po.batch_size = 1;
+    po.fetch_wait_ms = 200;
+    po.on_batch = close_self_cb;
+    po.ctx = &pc;
+    pthread_mutex_lock(&pc.mu);
+    assert_int_equal(mc_bus_pull_open(bus, &po, &pc.cons, &err), MC_OK);
+    pthread_mutex_unlock(&pc.mu);
+    mc_bus_ordered_options oo = {0};
+    oo.stream = MC_BUS_STREAM_SIM;
+    oo.start_seq = 1;
+    oo.on_batch = close_self_cb;
+    oo.ctx = &oc;
+    pthread_mutex_lock(&oc.mu);
+    assert_int_equal(mc_bus_ordered_open(bus, &oo, &oc.cons, &err), MC_OK);
+    pthread_mutex_unlock(&oc.mu);
+    uint64_t end = mono_ms() + 5000;
+    for (;;) {
+        pthread_mutex_lock(&pc.mu);
+        pthread_mutex_lock(&oc.mu);
+        bool done = pc.cons == NULL && oc.cons == NULL;
+        pthread_mutex_unlock(&oc.mu);
+        pthread_mutex_unlock(&pc.mu);
+        if (done || mono_ms() > end)
+            break;
+        usleep(10000);
+    }
+    usleep(300000); /* nothing more may arrive after the close */
+    assert_int_equal(pc.batches, 1);
+    assert_int_equal(oc.batches, 1);
+    pthread_mutex_destroy(&pc.mu);
+    pthread_mutex_destroy(&oc.mu);
+    cleanup_bus(bus);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_nkey_public_from_seed),
     cmocka_unit_test(test_open_bad_url),
@@ -808,11 +882,16 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_loop_delivery_on_loop_thread),
     cmocka_unit_test(test_async_10000_acked),
     cmocka_unit_test(test_publish_without_stream_fails_clearly),
+    cmocka_unit_test(test_close_from_own_callback),
 };
 
 int main(void)
 {
     mc_log_init("test_bus", MC_LOG_WARN, MC_LOG_FORMAT_TEXT, NULL);
+    /* MC_TEST_FILTER=test_dedup runs matching tests only (debugging). */
+    const char *filter = getenv("MC_TEST_FILTER");
+    if (filter != NULL && filter[0] != '\0')
+        cmocka_set_test_filter(filter);
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mc_bus_library_shutdown(5000);
     return rc;
