@@ -2,6 +2,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1005,30 +1006,50 @@ static int service_status(const mc_engine_service *s, uint64_t tick)
 
 static void status_changes(mc_engine *e, uint64_t tick)
 {
+    bool announce_nodes = tick == 1 && e->n_nodes <= e->cfg.max_events_per_tick / 2;
     for (size_t i = 0; i < e->n_nodes; i++) {
         mc_engine_node *n = &e->nodes[i];
         int st = mc_engine__node_status(n);
-        if (st == n->status)
+        if (st == n->status && !announce_nodes)
             continue;
         mc_engine_event *ev = mc_engine__event_new(
             e, SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_NODE_STATUS_CHANGED, n->id);
         if (ev != NULL) {
             ev->node_status = st;
-            snprintf(ev->message, sizeof ev->message, "node %s is now %s (was %s)", n->id,
-                     node_status_name(st), node_status_name(n->status));
+            if (st == n->status)
+                snprintf(ev->message, sizeof ev->message, "node %s is %s at the start of the run",
+                         n->id, node_status_name(st));
+            else
+                snprintf(ev->message, sizeof ev->message, "node %s is now %s (was %s)", n->id,
+                         node_status_name(st), node_status_name(n->status));
         }
         n->status = st;
     }
+    /* At the start of a run every node and (for topologies small enough to
+     * fit the event budget) every service is announced, so consumers such as
+     * the agent know each node's status and each service's replica bounds
+     * without waiting for a change. */
+    bool announce = tick == 1 && e->n_nodes + e->n_services <= e->cfg.max_events_per_tick / 2;
     for (size_t i = 0; i < e->n_services; i++) {
         mc_engine_service *s = &e->services[i];
         int st = service_status(s, tick);
-        if (st == s->status)
+        bool resized = s->desired != s->announced_desired && (announce || tick > 1);
+        if (st == s->status && !resized)
             continue;
         mc_engine_event *ev = mc_engine__event_new(
             e, SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_SERVICE_STATUS_CHANGED, s->id);
+        s->announced_desired = s->desired;
         if (ev != NULL) {
             ev->service_status = st;
-            snprintf(ev->message, sizeof ev->message,
+            ev->has_replicas = 1;
+            ev->replicas = s->desired;
+            ev->max_replicas = s->max_replicas;
+            if (st == s->status)
+                snprintf(ev->message, sizeof ev->message,
+                         "service %s is %s with %u replica(s) wanted (at most %u)", s->id,
+                         service_status_name(st), s->desired, s->max_replicas);
+            else
+                snprintf(ev->message, sizeof ev->message,
                      "service %s is now %s (was %s): error rate %.1f%%, p99 %.0f ms, cpu %.0f%%, "
                      "%u ready",
                      s->id, service_status_name(st), service_status_name(s->status),
@@ -1137,6 +1158,23 @@ static mc_status emit(mc_engine *e, mc_outbox *out, uint64_t tick)
         msg.applied_at_tick = ev->applied_at_tick;
         msg.node_status = (Common__V1__NodeStatus)ev->node_status;
         msg.service_status = (Common__V1__ServiceStatus)ev->service_status;
+        Sim__V1__SimulationEvent__AttributesEntry attr[2];
+        Sim__V1__SimulationEvent__AttributesEntry *attrp[2];
+        char reps[16], maxr[16];
+        if (ev->has_replicas) {
+            snprintf(reps, sizeof reps, "%u", ev->replicas);
+            snprintf(maxr, sizeof maxr, "%u", ev->max_replicas);
+            for (int a = 0; a < 2; a++) {
+                sim__v1__simulation_event__attributes_entry__init(&attr[a]);
+                attrp[a] = &attr[a];
+            }
+            attr[0].key = "max_replicas";
+            attr[0].value = maxr;
+            attr[1].key = "replicas";
+            attr[1].value = reps;
+            msg.n_attributes = 2;
+            msg.attributes = attrp;
+        }
         mc_status st = mc_outbox_push(out, MC_ENGINE_SUBJECT_EVENTS, tick, seq,
                                       (const ProtobufCMessage *)&msg);
         if (st != MC_OK)

@@ -116,6 +116,7 @@ typedef struct mc_engine_service {
     double err_frac, p99_ms, cpu_pct, mem_pct;
     uint32_t ready;
     int status; /* common.v1.ServiceStatus as last reported */
+    uint32_t announced_desired; /* desired replicas as last reported in an event */
 } mc_engine_service;
 
 typedef struct mc_engine_replica {
@@ -160,6 +161,10 @@ typedef struct mc_engine_event {
     char action_id[MC_ENGINE_CMD_ID_MAX];
     uint64_t applied_at_tick;
     int node_status, service_status;
+    /* Service events carry the replica counts as attributes "replicas" and
+     * "max_replicas", so the agent knows the scaling bounds. */
+    int has_replicas;
+    uint32_t replicas, max_replicas;
 } mc_engine_event;
 
 typedef struct mc_engine {

@@ -494,11 +494,76 @@ static void test_sine_approximation(void **state)
     }
 }
 
+/* The first tick announces every node's status and every service's
+ * replica bounds (attributes "replicas" and "max_replicas"), so the agent
+ * knows what it may drain and scale before anything changes; a scale-up is
+ * announced again with the new count. */
+static void test_run_start_announces_nodes_and_services(void **state)
+{
+    (void)state;
+    mc_engine e;
+    tu_engine(&e, "cascade_failure", 42);
+    mc_outbox ob;
+    mc_outbox_init(&ob, 10000);
+    tu_step(&e, &ob);
+    Sim__V1__SimulationEvent *evs[4096];
+    size_t n = tu_events(&ob, evs, 4096);
+    size_t nodes = 0, services = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (evs[i]->kind == SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_NODE_STATUS_CHANGED) {
+            nodes++;
+            assert_int_equal(evs[i]->node_status, COMMON__V1__NODE_STATUS__NODE_STATUS_READY);
+        }
+        if (evs[i]->kind == SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_SERVICE_STATUS_CHANGED) {
+            services++;
+            assert_int_equal(evs[i]->n_attributes, 2);
+            mc_engine_service_view v = tu_service(&e, evs[i]->target_id);
+            char want[16];
+            snprintf(want, sizeof want, "%u", v.max_replicas);
+            assert_string_equal(evs[i]->attributes[0]->key, "max_replicas");
+            assert_string_equal(evs[i]->attributes[0]->value, want);
+            snprintf(want, sizeof want, "%u", v.desired_replicas);
+            assert_string_equal(evs[i]->attributes[1]->key, "replicas");
+            assert_string_equal(evs[i]->attributes[1]->value, want);
+        }
+    }
+    tu_events_free(evs, n);
+    assert_int_equal(nodes, mc_engine_node_count(&e));
+    assert_int_equal(services, mc_engine_service_count(&e));
+
+    /* A quiet tick announces nothing again. */
+    mc_outbox_clear(&ob);
+    tu_step(&e, &ob);
+    assert_int_equal(tu_find_event(&ob, SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_NODE_STATUS_CHANGED, NULL, NULL, 0, NULL), 0);
+
+    /* A scale-up is announced with the new desired count. */
+    mc_engine_service_view before = tu_service(&e, "catalog");
+    tu_command(&e, COMMON__V1__ACTION_TYPE__ACTION_TYPE_SCALE_UP, "catalog", "cmd-1", 2);
+    mc_outbox_clear(&ob);
+    tu_step(&e, &ob);
+    n = tu_events(&ob, evs, 4096);
+    int seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (evs[i]->kind != SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_SERVICE_STATUS_CHANGED ||
+            strcmp(evs[i]->target_id, "catalog") != 0)
+            continue;
+        char want[16];
+        snprintf(want, sizeof want, "%u", before.desired_replicas + 1);
+        assert_string_equal(evs[i]->attributes[1]->value, want);
+        seen = 1;
+    }
+    tu_events_free(evs, n);
+    assert_true(seen);
+    mc_outbox_deinit(&ob);
+    mc_engine_deinit(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sine_approximation),
         cmocka_unit_test(test_tick_messages),
+        cmocka_unit_test(test_run_start_announces_nodes_and_services),
         cmocka_unit_test(test_conservation),
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_cascade_degrades_upstream),
