@@ -2,7 +2,7 @@
 JOBS ?= 2
 BUILD ?= build
 
-.PHONY: all build run test bench fmt fmt-check clean clean-data setup tools
+.PHONY: all build run test bench fmt fmt-check clean clean-data setup tools traces
 
 all: build
 
@@ -35,6 +35,11 @@ test: setup tools
 
 bench: setup tools build
 	@BUILD=$(BUILD) scripts/bench
+
+# Re-records the golden traces (after a deliberate change in behaviour) and
+# prints the decision diff against the old ones, so the change is reviewed.
+traces: setup build
+	@BUILD=$(BUILD) scripts/record-traces
 
 fmt:
 	@git ls-files '*.c' '*.h' | xargs clang-format -i
