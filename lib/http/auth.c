@@ -46,6 +46,9 @@ mc_http_auth_result mc_http_auth_bearer_check(const struct mc_http_request *req,
 mc_http_auth_result mc_http_request_check_bearer(const struct mc_http_request *req)
 {
     size_t len = 0;
-    const char *tok = mc_http__server_token(mc_http_request_server(req), &len);
+    const mc_http_server *srv = mc_http_request_server(req);
+    if (srv == NULL)
+        return MC_HTTP_AUTH_INVALID; /* the server is gone: refuse */
+    const char *tok = mc_http__server_token(srv, &len);
     return mc_http_auth_bearer_check(req, tok, len);
 }

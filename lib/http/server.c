@@ -1767,10 +1767,18 @@ void mc_http_server_shutdown(mc_http_server *srv, mc_http_done_fn done, void *ct
     mc_http_conn *c = srv->conns;
     while (c != NULL) {
         mc_http_conn *next = c->next;
-        if (c->sops != NULL || (c->active == NULL && !c->in_message && c->in_len == 0))
-            mc_http__conn_close(c); /* SSE streams and idle keep-alive */
-        else
-            c->close_after = true; /* finish the request in progress first */
+        if (c->sops != NULL) {
+            mc_http__conn_close(c); /* SSE streams end now */
+        } else if (c->active == NULL && !c->in_message && c->in_len == 0 && !c->mem) {
+            /* Idle keep-alive: close, after the last answer is out. */
+            if (c->writes == 0)
+                mc_http__conn_close(c);
+            else
+                conn_begin_linger(c);
+        }
+        /* A request in progress (being read or with its handler) finishes:
+         * its response says Connection: close because shutting_down is
+         * set, and the connection ends after it. */
         c = next;
     }
     uv_timer_init(srv->loop, &srv->shutdown_timer);

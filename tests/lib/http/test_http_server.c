@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -457,6 +458,43 @@ static void test_graceful_shutdown(void **state)
     ts_stop(&ts);
 }
 
+static void on_signal_done(mc_http_server *srv, bool forced, void *ctx)
+{
+    test_server *ts = ctx;
+    pthread_mutex_lock(&ts->mu);
+    ts->done = true;
+    pthread_cond_broadcast(&ts->cv);
+    pthread_mutex_unlock(&ts->mu);
+}
+
+static void install_signals_done(test_server *ts, void *arg)
+{
+    mc_error err;
+    setup_routes(ts, arg);
+    assert_int_equal(mc_http_server_handle_signals(ts->srv, on_signal_done, ts, &err), MC_OK);
+}
+
+static void test_sigterm_graceful(void **state)
+{
+    test_server ts;
+    mc_http_server_config cfg = small_cfg();
+    ts_start(&ts, &cfg, install_signals_done, NULL);
+    client busy;
+    cl_connect(&busy, ts.port, 0);
+    cl_send_str(&busy, "GET /slow HTTP/1.1\r\n\r\n");
+    usleep(100 * 1000);
+    kill(getpid(), SIGTERM);
+    /* The request in flight still completes; then the server is done and
+     * refuses new connections. */
+    response r;
+    assert_true(cl_read_response(&busy, &r));
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_true(ts_wait_done(&ts, 3000));
+    cl_close(&busy);
+    ts_stop(&ts);
+}
+
 static void test_memory_connection(void **state)
 {
     uv_loop_t loop;
@@ -500,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_ready_hook),
         cmocka_unit_test(test_async_and_client_gone),
         cmocka_unit_test(test_graceful_shutdown),
+        cmocka_unit_test(test_sigterm_graceful),
         cmocka_unit_test(test_memory_connection),
     };
     return cmocka_run_group_tests_name("http_server", tests, NULL, NULL);
