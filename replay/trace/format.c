@@ -4,6 +4,10 @@
 #include <sodium.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
 const char *mc_trace_kind_name(mc_trace_kind kind)
 {
     switch (kind) {
@@ -43,9 +47,35 @@ int mc_trace_key_cmp(const mc_trace_key *a, const mc_trace_key *b)
  * matters because every trace byte is checksummed on write and on read. */
 static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+static bool crc_hw_ok;
+
+#if defined(__x86_64__)
+/* SSE4.2 has a CRC-32C instruction (the same polynomial, bit-reflected like
+ * the table version): about ten times the table's speed, so checksumming
+ * stops mattering next to the BLAKE2b chain. Chosen at run time. */
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t len)
+{
+    uint64_t c64 = c;
+    while (len >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8); /* little-endian: byte order as the instruction wants */
+        c64 = _mm_crc32_u64(c64, v);
+        p += 8;
+        len -= 8;
+    }
+    c = (uint32_t)c64;
+    while (len-- > 0)
+        c = _mm_crc32_u8(c, *p++);
+    return c;
+}
+#endif
 
 static void crc_init(void)
 {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    crc_hw_ok = __builtin_cpu_supports("sse4.2");
+#endif
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++)
@@ -62,6 +92,16 @@ static void crc_init(void)
 }
 
 uint32_t mc_trace_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    pthread_once(&crc_once, crc_init);
+#if defined(__x86_64__)
+    if (crc_hw_ok)
+        return ~crc_hw(~crc, data, len);
+#endif
+    return mc_trace_crc32c_portable(crc, data, len);
+}
+
+uint32_t mc_trace_crc32c_portable(uint32_t crc, const void *data, size_t len)
 {
     pthread_once(&crc_once, crc_init);
     const uint8_t *p = data;

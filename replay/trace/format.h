@@ -65,6 +65,9 @@ int mc_trace_key_cmp(const mc_trace_key *a, const mc_trace_key *b);
 /* CRC-32C (Castagnoli). Start with crc = 0 and feed the result back in to
  * continue over more bytes: crc32c(crc32c(0, a), b) == crc32c(0, a ‖ b). */
 uint32_t mc_trace_crc32c(uint32_t crc, const void *data, size_t len);
+/* The table-driven version mc_trace_crc32c falls back to without SSE4.2
+ * (exposed so tests can check both agree). */
+uint32_t mc_trace_crc32c_portable(uint32_t crc, const void *data, size_t len);
 
 /* chain_-1: BLAKE2b-256 of the 12-byte preamble of the given version. */
 void mc_trace_chain_start(uint32_t version, uint8_t out[MC_TRACE_HASH_BYTES]);
