@@ -62,10 +62,13 @@ static size_t subscribers(test_server *ts)
 
 static void wait_subscribers_at(test_server *ts, size_t n, int line)
 {
-    for (int i = 0; i < 1000 && subscribers(ts) != n; i++)
+    size_t got = subscribers(ts);
+    for (int i = 0; i < 1000 && got != n; i++) {
         usleep(10 * 1000);
-    if (subscribers(ts) != n)
-        fail_msg("subscribers %zu, want %zu (line %d)", subscribers(ts), n, line);
+        got = subscribers(ts);
+    }
+    if (got != n)
+        fail_msg("subscribers %zu, want %zu (line %d)", got, n, line);
 }
 
 #define wait_subscribers(ts, n) wait_subscribers_at((ts), (n), __LINE__)
@@ -155,6 +158,7 @@ static void test_resume_and_reset(void **state)
     publish(&ts, "e", "four", 1);
     assert_true(cl_read_until(&c, "data: four\n\n", 3000));
     cl_close(&c);
+    wait_subscribers(&ts, 0);
     /* Up to date: nothing replayed. */
     subscribe(&c, ts.port, "abcdef01-4", 0);
     wait_subscribers(&ts, 1);
