@@ -193,6 +193,38 @@ static mc_status avail(mc_trace_reader *r, size_t need, bool *ok, mc_error *err)
     return MC_OK;
 }
 
+/* Whether every byte from the current position to the end of the data is
+ * zero. Reads the rest of a file in bounded chunks without keeping it. */
+static mc_status rest_is_zero(mc_trace_reader *r, bool *zeros, mc_error *err)
+{
+    *zeros = false;
+    for (size_t i = r->pos; i < r->win_len; i++)
+        if (r->win[i] != 0)
+            return MC_OK;
+    if (r->fd >= 0) {
+        uint8_t chunk[65536];
+        uint64_t off = r->win_base + r->win_len;
+        /* Bounded by the file's size: every pass moves off forward. */
+        for (;;) {
+            ssize_t n = pread(r->fd, chunk, sizeof chunk, (off_t)off);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                return mc_error_set(err, MC_ERR_IO, "trace %s: read: %s", r->name,
+                                    strerror(errno));
+            }
+            if (n == 0)
+                break;
+            for (ssize_t i = 0; i < n; i++)
+                if (chunk[i] != 0)
+                    return MC_OK;
+            off += (uint64_t)n;
+        }
+    }
+    *zeros = true;
+    return MC_OK;
+}
+
 static bool names_copy(char *dst, const uint8_t *src, size_t len)
 {
     if (!mc_trace_name_valid((const char *)src, len))
@@ -388,7 +420,21 @@ static mc_status read_frame(mc_trace_reader *r, bool expect_header, mc_trace_rec
     }
     const uint8_t *f = r->win + r->pos;
     uint32_t len = mc_trace_get_u32(f);
-    if (mc_trace_crc32c(0, f, 4) != mc_trace_get_u32(f + 4))
+    bool len_ok = mc_trace_crc32c(0, f, 4) == mc_trace_get_u32(f + 4);
+    if (!len_ok || len == 0) {
+        /* A crash can leave the end of a file zero-filled (blocks allocated,
+         * data never written): a tail of zeros is torn, not damaged. */
+        bool zeros = false;
+        if ((st = rest_is_zero(r, &zeros, err)) != MC_OK)
+            return st;
+        if (zeros) {
+            torn(r, "the trace ends with zero bytes where a frame should be (as a crash can "
+                    "leave)");
+            return MC_OK;
+        }
+        f = r->win + r->pos;
+    }
+    if (!len_ok)
         return damage(r, 0, err, "the frame length field is damaged (its check does not match)");
     if (len == 0 || len > MC_TRACE_MAX_BODY)
         return damage(r, 0, err, "frame length %u is outside 1..%u", len, MC_TRACE_MAX_BODY);

@@ -388,8 +388,11 @@ static void test_follow_a_growing_file(void **state)
     sample_header(&h, 0);
     mc_trace_writer *w = NULL;
     mc_error err = {0};
-    assert_int_equal(mc_trace_writer_open(path, &h, &(mc_trace_writer_opts){.overwrite = true}, &w,
-                                          &err),
+    /* fsync every 2 ticks: the recorder's durability option. */
+    assert_int_equal(mc_trace_writer_open(path, &h,
+                                          &(mc_trace_writer_opts){.overwrite = true,
+                                                                  .fsync_every_ticks = 2},
+                                          &w, &err),
                      MC_OK);
     /* The header is on disk at once: a reader can open the file. */
     mc_trace_reader *r = NULL;

@@ -336,6 +336,40 @@ static void test_torn_file_verify_and_open(void **state)
     assert_non_null(strstr(s.problem.what, "without a footer"));
 }
 
+static void test_zero_filled_tail_is_torn(void **state)
+{
+    fixture *f = *state;
+    /* A crash that left the last ticks as zeros: torn where the zeros
+     * start, from memory and from a file. */
+    size_t i = nth(f, MC_TRACE_KIND_CHECKPOINT, 3);
+    size_t cut = f->frames[i + 1].offset;
+    size_t len = cut + 10000;
+    uint8_t *d = calloc(1, len);
+    memcpy(d, f->data, cut);
+    outcome o = read_all(d, len, NULL);
+    assert_int_equal(o.status, MC_OK);
+    assert_int_equal(o.state, MC_TRACE_TORN);
+    assert_int_equal(o.problem.frame, i + 1);
+    assert_non_null(strstr(o.problem.what, "zero bytes"));
+    char path[700];
+    path_in(path, sizeof path, f->dir, "zeros.trace");
+    assert_int_equal(file_write(path, d, len), 0);
+    mc_trace_summary s;
+    mc_error err = {0};
+    assert_int_equal(mc_trace_verify(path, NULL, &s, &err), MC_ERR_CORRUPT);
+    assert_int_equal(s.state, MC_TRACE_TORN);
+    assert_int_equal(s.valid_bytes, cut);
+    /* Zeros with anything after them are damage. */
+    d[len - 1] = 1;
+    o = read_all(d, len, NULL);
+    assert_int_equal(o.state, MC_TRACE_DAMAGED);
+    assert_int_equal(o.problem.frame, i + 1);
+    assert_int_equal(file_write(path, d, len), 0);
+    assert_int_equal(mc_trace_verify(path, NULL, &s, &err), MC_ERR_CORRUPT);
+    assert_int_equal(s.state, MC_TRACE_DAMAGED);
+    free(d);
+}
+
 /* d with frames i and i+1 swapped. */
 static uint8_t *swapped(const fixture *f, size_t i)
 {
@@ -524,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_every_byte_flip_is_detected_where_it_is),
         cmocka_unit_test(test_truncation_is_torn_and_keeps_earlier_records),
         cmocka_unit_test(test_torn_file_verify_and_open),
+        cmocka_unit_test(test_zero_filled_tail_is_torn),
         cmocka_unit_test(test_reordered_frames),
         cmocka_unit_test(test_footer_and_trailing_data),
         cmocka_unit_test(test_bad_frames),
