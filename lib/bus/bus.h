@@ -225,11 +225,17 @@ typedef struct mc_bus_pull_options {
     void *ctx;
 } mc_bus_pull_options;
 
-/* Creates (or updates) the durable consumer and starts its worker thread,
- * which fetches batches and hands them over; it does not fetch again while
- * max_batches_inflight batches are not yet freed (backpressure). Loop
- * mode: call on the loop thread; batches arrive on the loop thread once the
- * loop runs. On success *out owns the consumer (mc_bus_consumer_close). */
+/* Creates the durable consumer (explicit acks, from the start of the
+ * stream) or updates it in place when it exists with other settings, and
+ * starts its worker thread, which fetches batches and hands them over; it
+ * does not fetch again while max_batches_inflight batches are not yet freed
+ * (backpressure). A consumer created here is never deleted by the bus:
+ * durables outlive restarts. Errors: MC_ERR_INVALID (options), MC_ERR_STATE
+ * (the server refuses the settings for the existing durable; the message
+ * names durable and stream), MC_ERR_UNAVAILABLE/MC_ERR_TIMEOUT. Loop mode:
+ * call on the loop thread (it blocks for the create request on the control
+ * connection); batches arrive on the loop thread once the loop runs. On
+ * success *out owns the consumer (mc_bus_consumer_close). */
 mc_status mc_bus_pull_open(mc_bus *bus, const mc_bus_pull_options *opts, mc_bus_consumer **out,
                            mc_error *err);
 
@@ -254,11 +260,14 @@ typedef struct mc_bus_ordered_options {
 mc_status mc_bus_ordered_open(mc_bus *bus, const mc_bus_ordered_options *opts,
                               mc_bus_consumer **out, mc_error *err);
 
-/* Stops the consumer: no callback runs after it returns; messages fetched
- * but not yet handed over are dropped unacked (the server redelivers them
- * after ack_wait). Batches the service still holds stay valid and can be
- * acked until freed. The durable consumer stays on the server. NULL-safe.
- * Loop mode: on the loop thread. */
+/* Stops the consumer: no callback runs after it returns (a callback may
+ * close its own consumer); messages fetched but not yet handed over are
+ * dropped unacked (the server redelivers them after ack_wait). Batches the
+ * service still holds stay valid and can be acked until freed (free them
+ * before mc_bus_free). The durable consumer stays on the server. NULL-safe.
+ * Waits for the worker: up to fetch_wait_ms, or request_timeout_ms if the
+ * loop never ran since the consumer was opened. Loop mode: on the loop
+ * thread. */
 void mc_bus_consumer_close(mc_bus_consumer *c);
 
 /* Messages handed to the consumer callbacks so far. */

@@ -361,6 +361,15 @@ static void test_round_trip_100(void **state)
     assert_int_equal(collector_wait(&c2, 1, 700), 0);
     mc_bus_consumer_close(cons);
 
+    /* The durable may be reopened with other settings (here ack_wait): the
+     * server updates it in place (whatever it refuses is MC_ERR_STATE). */
+    collector c3;
+    collector_init(&c3, 10, ACK_ALL);
+    cons = open_pull(bus, MC_BUS_STREAM_SIM, "rt", NULL, 5000, &c3);
+    assert_int_equal(collector_wait(&c3, 1, 500), 0);
+    mc_bus_consumer_close(cons);
+    collector_free(&c3);
+
     collector_free(&c);
     collector_free(&c2);
     cleanup_bus(bus);
