@@ -109,12 +109,12 @@ uint32_t mc_trace_crc32c_portable(uint32_t crc, const void *data, size_t len)
     while (len >= 8) {
         uint32_t lo = c ^ ((uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
                            ((uint32_t)p[3] << 24));
-        uint32_t hi =
-            (uint32_t)p[4] | ((uint32_t)p[5] << 8) | ((uint32_t)p[6] << 16) | ((uint32_t)p[7] << 24);
+        uint32_t hi = (uint32_t)p[4] | ((uint32_t)p[5] << 8) | ((uint32_t)p[6] << 16) |
+                      ((uint32_t)p[7] << 24);
         c = crc_table[7][lo & 0xFFu] ^ crc_table[6][(lo >> 8) & 0xFFu] ^
-            crc_table[5][(lo >> 16) & 0xFFu] ^ crc_table[4][lo >> 24] ^
-            crc_table[3][hi & 0xFFu] ^ crc_table[2][(hi >> 8) & 0xFFu] ^
-            crc_table[1][(hi >> 16) & 0xFFu] ^ crc_table[0][hi >> 24];
+            crc_table[5][(lo >> 16) & 0xFFu] ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xFFu] ^
+            crc_table[2][(hi >> 8) & 0xFFu] ^ crc_table[1][(hi >> 16) & 0xFFu] ^
+            crc_table[0][hi >> 24];
         p += 8;
         len -= 8;
     }

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* "MCTRACE" and a NUL: the first 8 bytes of every trace. */
-#define MC_TRACE_MAGIC "MCTRACE"
+#define MC_TRACE_MAGIC     "MCTRACE"
 #define MC_TRACE_MAGIC_LEN 8
 /* The version this build writes. */
 #define MC_TRACE_FORMAT_VERSION 1u
@@ -20,19 +20,19 @@
 #define MC_TRACE_FRAME_PREFIX_LEN 8
 /* u32 crc, 32-byte chain hash. */
 #define MC_TRACE_FRAME_TRAILER_LEN 36
-#define MC_TRACE_FRAME_OVERHEAD (MC_TRACE_FRAME_PREFIX_LEN + MC_TRACE_FRAME_TRAILER_LEN)
+#define MC_TRACE_FRAME_OVERHEAD    (MC_TRACE_FRAME_PREFIX_LEN + MC_TRACE_FRAME_TRAILER_LEN)
 /* A body longer than this is damage; nobody allocates it. */
-#define MC_TRACE_MAX_BODY (64u * 1024u * 1024u)
+#define MC_TRACE_MAX_BODY   (64u * 1024u * 1024u)
 #define MC_TRACE_HASH_BYTES 32
 /* Kind, stage, subject_len, producer_len, sequence, tick, producer_seq. */
 #define MC_TRACE_RECORD_FIXED 28
 /* Longest subject or producer name. */
 #define MC_TRACE_NAME_MAX 255
 /* Kind, algorithm, public key, signature. */
-#define MC_TRACE_SIG_BODY_LEN 98
+#define MC_TRACE_SIG_BODY_LEN    98
 #define MC_TRACE_SIG_ALG_ED25519 1
 /* Prefix of the signed message: these 12 bytes, then the footer's chain. */
-#define MC_TRACE_SIG_DOMAIN "MCTRACE-SIG1"
+#define MC_TRACE_SIG_DOMAIN     "MCTRACE-SIG1"
 #define MC_TRACE_SIG_DOMAIN_LEN 12
 
 typedef enum mc_trace_kind {
@@ -88,8 +88,7 @@ static inline void mc_trace_put_u64(uint8_t *p, uint64_t v)
 }
 static inline uint32_t mc_trace_get_u32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 static inline uint64_t mc_trace_get_u64(const uint8_t *p)
 {

@@ -13,7 +13,7 @@
 
 #define MC_TRACE_PUBLIC_KEY_BYTES 32
 #define MC_TRACE_SECRET_KEY_BYTES 64
-#define MC_TRACE_SIGNATURE_BYTES 64
+#define MC_TRACE_SIGNATURE_BYTES  64
 
 /* Parses a secret key from hex text (len bytes at text) into sk. A 128-digit
  * key whose public half does not match its seed is refused. */

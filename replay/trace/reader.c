@@ -16,8 +16,8 @@
 #define READ_AHEAD (1024u * 1024u)
 
 struct mc_trace_reader {
-    char *name; /* the path, or "<memory>" */
-    int fd;     /* -1 when reading from memory */
+    char *name;   /* the path, or "<memory>" */
+    int fd;       /* -1 when reading from memory */
     uint8_t *buf; /* file mode: the window's storage */
     size_t cap;
     const uint8_t *win; /* the window: buf, or the caller's bytes */
@@ -110,10 +110,9 @@ static uint64_t cur_offset(const mc_trace_reader *r)
 
 /* Records damage at the current frame: the reader stops for good and every
  * later call returns the same error. */
-static mc_status damage(mc_trace_reader *r, uint64_t sequence, mc_error *err, const char *fmt,
-                        ...) __attribute__((format(printf, 4, 5)));
-static mc_status damage(mc_trace_reader *r, uint64_t sequence, mc_error *err, const char *fmt,
-                        ...)
+static mc_status damage(mc_trace_reader *r, uint64_t sequence, mc_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static mc_status damage(mc_trace_reader *r, uint64_t sequence, mc_error *err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -210,8 +209,7 @@ static mc_status rest_is_zero(mc_trace_reader *r, bool *zeros, mc_error *err)
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
-                return mc_error_set(err, MC_ERR_IO, "trace %s: read: %s", r->name,
-                                    strerror(errno));
+                return mc_error_set(err, MC_ERR_IO, "trace %s: read: %s", r->name, strerror(errno));
             }
             if (n == 0)
                 break;
@@ -353,8 +351,8 @@ static mc_status check_signature(mc_trace_reader *r, const uint8_t *body, uint32
                                  mc_trace_record *rec, mc_error *err)
 {
     if (len != MC_TRACE_SIG_BODY_LEN || body[1] != MC_TRACE_SIG_ALG_ED25519)
-        return damage(r, 0, err, "signature frame of %u bytes, algorithm %u (expected %u, %u)",
-                      len, body[1], MC_TRACE_SIG_BODY_LEN, MC_TRACE_SIG_ALG_ED25519);
+        return damage(r, 0, err, "signature frame of %u bytes, algorithm %u (expected %u, %u)", len,
+                      body[1], MC_TRACE_SIG_BODY_LEN, MC_TRACE_SIG_ALG_ED25519);
     const uint8_t *signer = body + 2;
     const uint8_t *sig = body + 2 + MC_TRACE_PUBLIC_KEY_BYTES;
     if (r->has_pk && sodium_memcmp(signer, r->pk, MC_TRACE_PUBLIC_KEY_BYTES) != 0) {
@@ -378,8 +376,9 @@ static mc_status check_signature(mc_trace_reader *r, const uint8_t *body, uint32
 static mc_status at_end(mc_trace_reader *r, mc_error *err)
 {
     if (!r->footer_seen) {
-        torn(r, "the trace ends after %llu records without a footer (the run did not end "
-                "cleanly, or is still being written)",
+        torn(r,
+             "the trace ends after %llu records without a footer (the run did not end "
+             "cleanly, or is still being written)",
              (unsigned long long)r->records);
         return MC_OK;
     }
@@ -477,8 +476,9 @@ static mc_status read_frame(mc_trace_reader *r, bool expect_header, mc_trace_rec
     rec->body_len = len;
     rec->chain = stored;
     if (expect_header != (kind == MC_TRACE_KIND_HEADER))
-        return damage(r, 0, err, expect_header ? "the first frame is a %s, not the header"
-                                               : "a second %s frame",
+        return damage(r, 0, err,
+                      expect_header ? "the first frame is a %s, not the header"
+                                    : "a second %s frame",
                       mc_trace_kind_name(kind));
     if (r->footer_seen && kind != MC_TRACE_KIND_SIGNATURE)
         return damage(r, 0, err, "a %s frame after the footer", mc_trace_kind_name(kind));

@@ -6,8 +6,8 @@
 #include "trace/format.h"
 
 #define DEFAULT_RECORDS 65536u
-#define DEFAULT_BYTES (256u * 1024u * 1024u)
-#define DEFAULT_AHEAD 64u
+#define DEFAULT_BYTES   (256u * 1024u * 1024u)
+#define DEFAULT_AHEAD   64u
 
 typedef struct entry {
     mc_trace_key key;
@@ -104,7 +104,8 @@ mc_status mc_trace_reorder_add(mc_trace_reorder *ro, uint64_t tick, uint32_t sta
     if (at < ro->len && mc_trace_key_cmp(&ro->items[at].key, &key) == 0) {
         const entry *e = &ro->items[at];
         if (e->len == len && strcmp(e->subject, subject) == 0 &&
-            strcmp(e->producer, producer) == 0 && (len == 0 || memcmp(e->payload, payload, len) == 0))
+            strcmp(e->producer, producer) == 0 &&
+            (len == 0 || memcmp(e->payload, payload, len) == 0))
             return MC_OK; /* a redelivery: already held */
         return mc_error_set(err, MC_ERR_EXISTS,
                             "trace reorder: two different messages with the key (tick %llu, "

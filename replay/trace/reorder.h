@@ -23,8 +23,8 @@
 typedef struct mc_trace_reorder mc_trace_reorder;
 
 typedef struct mc_trace_reorder_limits {
-    size_t max_records;    /* records held at once; 0: 65536 */
-    size_t max_bytes;      /* payload bytes held at once; 0: 256 MiB */
+    size_t max_records;       /* records held at once; 0: 65536 */
+    size_t max_bytes;         /* payload bytes held at once; 0: 256 MiB */
     uint64_t max_ticks_ahead; /* a record's tick may be at most this far past
                                  the last released tick; 0: 64 */
 } mc_trace_reorder_limits;

@@ -10,7 +10,7 @@
 #include "trace/keys.h"
 
 #define DEFAULT_BUFFER (1024u * 1024u)
-#define MIN_BUFFER (4u * 1024u)
+#define MIN_BUFFER     (4u * 1024u)
 
 struct mc_trace_writer {
     int fd;
@@ -250,9 +250,8 @@ mc_status mc_trace_writer_open(const char *path, const Trace__V1__TraceHeader *h
 }
 
 mc_status mc_trace_writer_append(mc_trace_writer *w, uint64_t tick, uint32_t stage,
-                                 const char *subject, const char *producer,
-                                 uint64_t producer_seq, const uint8_t *payload, size_t len,
-                                 mc_error *err)
+                                 const char *subject, const char *producer, uint64_t producer_seq,
+                                 const uint8_t *payload, size_t len, mc_error *err)
 {
     mc_status st = check_usable(w, err);
     if (st != MC_OK)
@@ -273,8 +272,8 @@ mc_status mc_trace_writer_append(mc_trace_writer *w, uint64_t tick, uint32_t sta
         return mc_error_set(err, MC_ERR_INVALID, "trace %s: %s: stage %u is not 1..255", w->path,
                             subject, stage);
     if (payload == NULL && len > 0)
-        return mc_error_set(err, MC_ERR_INVALID, "trace %s: %s: NULL payload of %zu bytes",
-                            w->path, subject, len);
+        return mc_error_set(err, MC_ERR_INVALID, "trace %s: %s: NULL payload of %zu bytes", w->path,
+                            subject, len);
     size_t body = MC_TRACE_RECORD_FIXED + slen + plen;
     if (len > MC_TRACE_MAX_BODY - body)
         return mc_error_set(err, MC_ERR_LIMIT,
@@ -291,8 +290,8 @@ mc_status mc_trace_writer_append(mc_trace_writer *w, uint64_t tick, uint32_t sta
             "stage %u, producer_seq %llu) at byte offset %llu",
             w->path, (unsigned long long)tick, stage, (unsigned long long)producer_seq, subject,
             (unsigned long long)(w->records + 1), (unsigned long long)w->offset,
-            (unsigned long long)w->records, (unsigned long long)w->last_key.tick,
-            w->last_key.stage, (unsigned long long)w->last_key.producer_seq,
+            (unsigned long long)w->records, (unsigned long long)w->last_key.tick, w->last_key.stage,
+            (unsigned long long)w->last_key.producer_seq,
             (unsigned long long)w->last_record_offset);
     if (w->have_checkpoint && tick <= w->last_checkpoint_tick)
         return mc_error_set(

@@ -46,8 +46,8 @@ typedef struct mc_trace_footer_info {
     uint64_t record_count;
     uint64_t checkpoint_count;
     uint64_t last_tick;
-    uint64_t bytes;                          /* file size */
-    uint8_t final_hash[MC_TRACE_HASH_BYTES]; /* as in the footer */
+    uint64_t bytes;                           /* file size */
+    uint8_t final_hash[MC_TRACE_HASH_BYTES];  /* as in the footer */
     uint8_t footer_hash[MC_TRACE_HASH_BYTES]; /* the footer's chain: what is signed */
     bool is_signed;
     uint8_t public_key[32]; /* the signer's, when is_signed */
@@ -71,9 +71,8 @@ mc_status mc_trace_writer_open(const char *path, const Trace__V1__TraceHeader *h
  * a payload over the frame limit MC_ERR_LIMIT. An I/O failure is MC_ERR_IO
  * and the writer refuses everything after it (MC_ERR_STATE). */
 mc_status mc_trace_writer_append(mc_trace_writer *w, uint64_t tick, uint32_t stage,
-                                 const char *subject, const char *producer,
-                                 uint64_t producer_seq, const uint8_t *payload, size_t len,
-                                 mc_error *err);
+                                 const char *subject, const char *producer, uint64_t producer_seq,
+                                 const uint8_t *payload, size_t len, mc_error *err);
 
 /* Appends the checkpoint of tick (the end of the tick: no record of tick or
  * earlier may follow) with n digests, stages strictly increasing, and writes

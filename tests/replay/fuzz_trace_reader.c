@@ -26,7 +26,8 @@ static void read_all(const uint8_t *data, size_t size, const uint8_t *pk)
     size_t hlen = 0;
     const uint8_t *hb = mc_trace_reader_header_bytes(r, &hlen);
     const Trace__V1__TraceHeader *h = mc_trace_reader_header(r);
-    volatile size_t sink = hlen + (hb != NULL ? hb[0] : 0) + (h->scenario ? strlen(h->scenario) : 0);
+    volatile size_t sink =
+        hlen + (hb != NULL ? hb[0] : 0) + (h->scenario ? strlen(h->scenario) : 0);
     mc_trace_record rec;
     /* Every call consumes a frame of at least 45 bytes or ends. */
     for (size_t steps = 0; steps <= size; steps++) {

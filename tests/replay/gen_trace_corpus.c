@@ -155,7 +155,8 @@ int main(int argc, char **argv)
     d = load("empty", &len);
     emit("valid-no-records.trace", d, len);
     /* Preamble and header frame: a run that crashed before its first tick. */
-    emit("header-only.trace", d, MC_TRACE_PREAMBLE_LEN + MC_TRACE_FRAME_OVERHEAD + mc_trace_get_u32(d + 12));
+    emit("header-only.trace", d,
+         MC_TRACE_PREAMBLE_LEN + MC_TRACE_FRAME_OVERHEAD + mc_trace_get_u32(d + 12));
     emit("preamble-only.trace", d, MC_TRACE_PREAMBLE_LEN);
     free(d);
     tmpdir_remove(tmp_dir);

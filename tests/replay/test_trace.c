@@ -188,9 +188,9 @@ static void test_empty_run_and_defaults(void **state)
 
     /* A header asking for another version is refused. */
     h.format_version = 7;
-    assert_int_equal(mc_trace_writer_open(path, &h, &(mc_trace_writer_opts){.overwrite = true},
-                                          &w, &err),
-                     MC_ERR_UNSUPPORTED);
+    assert_int_equal(
+        mc_trace_writer_open(path, &h, &(mc_trace_writer_opts){.overwrite = true}, &w, &err),
+        MC_ERR_UNSUPPORTED);
 }
 
 static void test_same_inputs_same_bytes(void **state)
@@ -280,9 +280,9 @@ static void test_writer_refuses_out_of_order(void **state)
     sample_header(&h, 0);
     mc_trace_writer *w = NULL;
     mc_error err = {0};
-    assert_int_equal(mc_trace_writer_open(path, &h, &(mc_trace_writer_opts){.overwrite = true}, &w,
-                                          &err),
-                     MC_OK);
+    assert_int_equal(
+        mc_trace_writer_open(path, &h, &(mc_trace_writer_opts){.overwrite = true}, &w, &err),
+        MC_OK);
     const uint8_t p[3] = {1, 2, 3};
     assert_int_equal(mc_trace_writer_append(w, 5, 2, "ops.incidents", "detector", 7, p, 3, &err),
                      MC_OK);
@@ -389,11 +389,10 @@ static void test_follow_a_growing_file(void **state)
     mc_trace_writer *w = NULL;
     mc_error err = {0};
     /* fsync every 2 ticks: the recorder's durability option. */
-    assert_int_equal(mc_trace_writer_open(path, &h,
-                                          &(mc_trace_writer_opts){.overwrite = true,
-                                                                  .fsync_every_ticks = 2},
-                                          &w, &err),
-                     MC_OK);
+    assert_int_equal(
+        mc_trace_writer_open(
+            path, &h, &(mc_trace_writer_opts){.overwrite = true, .fsync_every_ticks = 2}, &w, &err),
+        MC_OK);
     /* The header is on disk at once: a reader can open the file. */
     mc_trace_reader *r = NULL;
     assert_int_equal(mc_trace_reader_open(path, NULL, &r, &err), MC_OK);
@@ -445,11 +444,10 @@ static void test_big_payload_and_limits(void **state)
     mc_trace_writer *w = NULL;
     mc_error err = {0};
     /* A payload far bigger than the write buffer goes through it in pieces. */
-    assert_int_equal(mc_trace_writer_open(path, &h,
-                                          &(mc_trace_writer_opts){.overwrite = true,
-                                                                  .buffer_bytes = 4096},
-                                          &w, &err),
-                     MC_OK);
+    assert_int_equal(
+        mc_trace_writer_open(
+            path, &h, &(mc_trace_writer_opts){.overwrite = true, .buffer_bytes = 4096}, &w, &err),
+        MC_OK);
     size_t big = 3 * 1024 * 1024 + 17;
     uint8_t *p = malloc(big);
     for (size_t i = 0; i < big; i++)
@@ -457,9 +455,9 @@ static void test_big_payload_and_limits(void **state)
     assert_int_equal(mc_trace_writer_append(w, 1, 1, "sim.metrics", "sim-engine", 1, p, big, &err),
                      MC_OK);
     /* Over the frame limit: refused, not written. */
-    assert_int_equal(mc_trace_writer_append(w, 1, 1, "sim.metrics", "sim-engine", 2, p,
-                                            MC_TRACE_MAX_BODY, &err),
-                     MC_ERR_LIMIT);
+    assert_int_equal(
+        mc_trace_writer_append(w, 1, 1, "sim.metrics", "sim-engine", 2, p, MC_TRACE_MAX_BODY, &err),
+        MC_ERR_LIMIT);
     assert_int_equal(mc_trace_writer_close(&w, NULL, &err), MC_OK);
     mc_trace_reader *r = NULL;
     assert_int_equal(mc_trace_reader_open(path, NULL, &r, &err), MC_OK);
@@ -504,15 +502,23 @@ static void test_reorder_releases_in_canonical_order(void **state)
     assert_int_equal(mc_trace_reorder_new(NULL, &ro, &err), MC_OK);
     const uint8_t p[2] = {7, 8};
     /* Arrival order mixes ticks and stages. */
-    assert_int_equal(mc_trace_reorder_add(ro, 2, 1, "sim.metrics", "sim-engine", 4, p, 2, &err), MC_OK);
-    assert_int_equal(mc_trace_reorder_add(ro, 1, 2, "ops.incidents", "detector", 1, p, 2, &err), MC_OK);
-    assert_int_equal(mc_trace_reorder_add(ro, 1, 1, "sim.events", "sim-engine", 2, p, 1, &err), MC_OK);
-    assert_int_equal(mc_trace_reorder_add(ro, 1, 4, "ops.commands", "orchestrator", 1, NULL, 0, &err), MC_OK);
-    assert_int_equal(mc_trace_reorder_add(ro, 1, 1, "sim.metrics", "sim-engine", 1, p, 2, &err), MC_OK);
-    assert_int_equal(mc_trace_reorder_add(ro, 1, 1, "sim.watermark", "sim-engine", 3, p, 2, &err), MC_OK);
+    assert_int_equal(mc_trace_reorder_add(ro, 2, 1, "sim.metrics", "sim-engine", 4, p, 2, &err),
+                     MC_OK);
+    assert_int_equal(mc_trace_reorder_add(ro, 1, 2, "ops.incidents", "detector", 1, p, 2, &err),
+                     MC_OK);
+    assert_int_equal(mc_trace_reorder_add(ro, 1, 1, "sim.events", "sim-engine", 2, p, 1, &err),
+                     MC_OK);
+    assert_int_equal(
+        mc_trace_reorder_add(ro, 1, 4, "ops.commands", "orchestrator", 1, NULL, 0, &err), MC_OK);
+    assert_int_equal(mc_trace_reorder_add(ro, 1, 1, "sim.metrics", "sim-engine", 1, p, 2, &err),
+                     MC_OK);
+    assert_int_equal(mc_trace_reorder_add(ro, 1, 1, "sim.watermark", "sim-engine", 3, p, 2, &err),
+                     MC_OK);
     /* A redelivery is dropped; a conflicting message with the same key is not. */
-    assert_int_equal(mc_trace_reorder_add(ro, 1, 1, "sim.events", "sim-engine", 2, p, 1, &err), MC_OK);
-    assert_int_equal(mc_trace_reorder_add(ro, 1, 1, "sim.events", "sim-engine", 2, p, 2, &err), MC_ERR_EXISTS);
+    assert_int_equal(mc_trace_reorder_add(ro, 1, 1, "sim.events", "sim-engine", 2, p, 1, &err),
+                     MC_OK);
+    assert_int_equal(mc_trace_reorder_add(ro, 1, 1, "sim.events", "sim-engine", 2, p, 2, &err),
+                     MC_ERR_EXISTS);
     assert_int_equal(mc_trace_reorder_pending(ro), 6);
     assert_int_equal(mc_trace_reorder_pending_bytes(ro), 9);
 
@@ -541,7 +547,8 @@ static void test_reorder_releases_in_canonical_order(void **state)
     assert_int_equal(c.n, 5);
 
     /* A failing emit keeps the rest; a retry of the same tick delivers it. */
-    assert_int_equal(mc_trace_reorder_add(ro, 2, 2, "ops.incidents", "detector", 2, p, 2, &err), MC_OK);
+    assert_int_equal(mc_trace_reorder_add(ro, 2, 2, "ops.incidents", "detector", 2, p, 2, &err),
+                     MC_OK);
     assert_int_equal(mc_trace_reorder_add(ro, 2, 3, "ops.actions", "agent", 2, p, 2, &err), MC_OK);
     c.fail_at = c.calls + 2;
     assert_int_equal(mc_trace_reorder_release(ro, 2, collect, &c, &err), MC_ERR_IO);
@@ -586,8 +593,8 @@ static void test_reorder_bounds(void **state)
  * canonical trace out. */
 static mc_status to_writer(void *ctx, const mc_trace_reorder_entry *e, mc_error *err)
 {
-    return mc_trace_writer_append(ctx, e->tick, e->stage, e->subject, e->producer,
-                                  e->producer_seq, e->payload, e->len, err);
+    return mc_trace_writer_append(ctx, e->tick, e->stage, e->subject, e->producer, e->producer_seq,
+                                  e->payload, e->len, err);
 }
 
 static void test_reorder_into_writer(void **state)
@@ -599,9 +606,9 @@ static void test_reorder_into_writer(void **state)
     sample_header(&h, 0);
     mc_trace_writer *w = NULL;
     mc_error err = {0};
-    assert_int_equal(mc_trace_writer_open(path, &h, &(mc_trace_writer_opts){.overwrite = true}, &w,
-                                          &err),
-                     MC_OK);
+    assert_int_equal(
+        mc_trace_writer_open(path, &h, &(mc_trace_writer_opts){.overwrite = true}, &w, &err),
+        MC_OK);
     mc_trace_reorder *ro = NULL;
     assert_int_equal(mc_trace_reorder_new(NULL, &ro, &err), MC_OK);
     sample_spec spec = {.ticks = 8, .metrics_per_tick = 3};

@@ -114,9 +114,9 @@ static void test_signed_trace_verifies(void **state)
 
     /* The reader hands out the signature frame after the footer. */
     mc_trace_reader *r = NULL;
-    assert_int_equal(mc_trace_reader_open(f->signed_path, &(mc_trace_reader_opts){.public_key = pk},
-                                          &r, &err),
-                     MC_OK);
+    assert_int_equal(
+        mc_trace_reader_open(f->signed_path, &(mc_trace_reader_opts){.public_key = pk}, &r, &err),
+        MC_OK);
     mc_trace_record rec, prev = {0};
     while (mc_trace_reader_next(r, &rec, &err) == MC_OK && rec.kind != MC_TRACE_KIND_NONE)
         prev = rec;
@@ -196,9 +196,9 @@ static void test_bad_signature(void **state)
     trace_rechain(d, f->len);
     /* Unsigned verification is fooled, as it must be without a key ... */
     mc_trace_summary s2;
-    assert_int_equal(verify_mem(d, f->len - MC_TRACE_SIG_BODY_LEN - MC_TRACE_FRAME_OVERHEAD, NULL,
-                                &s2, &err),
-                     MC_OK);
+    assert_int_equal(
+        verify_mem(d, f->len - MC_TRACE_SIG_BODY_LEN - MC_TRACE_FRAME_OVERHEAD, NULL, &s2, &err),
+        MC_OK);
     /* ... but the signature is not. */
     assert_int_equal(verify_mem(d, f->len, f->pk, &s, &err), MC_ERR_CORRUPT);
     assert_int_equal(s.signature, MC_TRACE_SIG_BAD);
@@ -244,7 +244,8 @@ static void test_key_files(void **state)
     assert_memory_equal(pk, f->pk, 32);
 
     /* Wrong lengths, non-hex, a secret key whose halves disagree. */
-    const char *bad[] = {"", "abc", "zz", "0011", "g000000000000000000000000000000000000000000000000000000000000000"};
+    const char *bad[] = {"", "abc", "zz", "0011",
+                         "g000000000000000000000000000000000000000000000000000000000000000"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(mc_trace_key_parse_secret(bad[i], strlen(bad[i]), sk, &err),
                          MC_ERR_INVALID);
@@ -266,9 +267,8 @@ static void test_key_files(void **state)
     Trace__V1__TraceHeader h;
     sample_header(&h, 0);
     mc_trace_writer *w = NULL;
-    assert_int_equal(mc_trace_writer_open(path, &h,
-                                          &(mc_trace_writer_opts){.signing_key_path = badkey}, &w,
-                                          &err),
+    assert_int_equal(mc_trace_writer_open(
+                         path, &h, &(mc_trace_writer_opts){.signing_key_path = badkey}, &w, &err),
                      MC_ERR_INVALID);
     assert_non_null(strstr(err.msg, "signing key"));
     assert_null(w);

@@ -43,11 +43,11 @@ size_t sample_records(const sample_spec *spec, sample_rec *out, size_t cap)
     uint64_t engine_seq = 0, detector_seq = 0, agent_seq = 0;
     for (uint64_t t = 1; t <= spec->ticks; t++) {
         for (uint32_t i = 0; i < spec->metrics_per_tick + 2; i++) {
-            sample_rec r = {.tick = t, .stage = 1, .producer = "sim-engine",
-                            .producer_seq = ++engine_seq};
-            r.subject = i < spec->metrics_per_tick       ? "sim.metrics"
-                        : i == spec->metrics_per_tick     ? "sim.events"
-                                                          : "sim.watermark";
+            sample_rec r = {
+                .tick = t, .stage = 1, .producer = "sim-engine", .producer_seq = ++engine_seq};
+            r.subject = i < spec->metrics_per_tick    ? "sim.metrics"
+                        : i == spec->metrics_per_tick ? "sim.events"
+                                                      : "sim.watermark";
             if (out != NULL && n < cap) {
                 out[n] = r;
                 fill_payload(&out[n], i);
@@ -55,16 +55,22 @@ size_t sample_records(const sample_spec *spec, sample_rec *out, size_t cap)
             n++;
         }
         if (t % 2 == 0) {
-            sample_rec r = {.tick = t, .stage = 2, .subject = "ops.incidents",
-                            .producer = "detector", .producer_seq = ++detector_seq};
+            sample_rec r = {.tick = t,
+                            .stage = 2,
+                            .subject = "ops.incidents",
+                            .producer = "detector",
+                            .producer_seq = ++detector_seq};
             if (out != NULL && n < cap) {
                 out[n] = r;
                 fill_payload(&out[n], 5);
             }
             n++;
         }
-        sample_rec r = {.tick = t, .stage = 3, .subject = "ops.watermark.agent",
-                        .producer = "agent", .producer_seq = ++agent_seq};
+        sample_rec r = {.tick = t,
+                        .stage = 3,
+                        .subject = "ops.watermark.agent",
+                        .producer = "agent",
+                        .producer_seq = ++agent_seq};
         if (out != NULL && n < cap) {
             out[n] = r;
             fill_payload(&out[n], 9);
@@ -88,8 +94,8 @@ mc_status sample_write(const char *path, const sample_spec *spec, mc_trace_foote
 {
     Trace__V1__TraceHeader h;
     sample_header(&h, spec->start_time_ms);
-    mc_trace_writer_opts o = {.overwrite = true, .signing_key_path = spec->signing_key_path,
-                              .buffer_bytes = 8192};
+    mc_trace_writer_opts o = {
+        .overwrite = true, .signing_key_path = spec->signing_key_path, .buffer_bytes = 8192};
     mc_trace_writer *w = NULL;
     mc_status st = mc_trace_writer_open(path, &h, &o, &w, err);
     if (st != MC_OK)
@@ -204,4 +210,3 @@ void trace_rechain(uint8_t *d, size_t len)
         o += covered + MC_TRACE_FRAME_TRAILER_LEN;
     }
 }
-

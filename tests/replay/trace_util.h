@@ -21,11 +21,11 @@ typedef struct sample_rec {
 } sample_rec;
 
 typedef struct sample_spec {
-    uint64_t ticks;         /* ticks 1..ticks */
+    uint64_t ticks;            /* ticks 1..ticks */
     uint32_t metrics_per_tick; /* sim.metrics chunks per tick */
     int64_t start_time_ms;
     const char *signing_key_path; /* NULL: unsigned */
-    int no_footer;          /* 1: free the writer instead of closing it */
+    int no_footer;                /* 1: free the writer instead of closing it */
 } sample_spec;
 
 /* Fills h (strings are static) for the sample run. */

@@ -16,7 +16,7 @@
 #include "trace/reader.h"
 #include "trace/writer.h"
 
-#define PAYLOAD 1024
+#define PAYLOAD  1024
 #define PER_TICK 100
 #define MAX_RUNS 15
 
