@@ -58,6 +58,7 @@ struct mc_http_request {
     char *resp_hdrs;
     size_t resp_len;
     void *user;
+    uint64_t dispatch_ns; /* uv_hrtime at dispatch, for the latency histogram */
 };
 
 typedef struct write_req {
@@ -120,6 +121,7 @@ typedef struct srv_metrics {
     mc_http_counter *responses[6];
     mc_http_counter *accepted, *refused, *timeouts, *limits, *parse_errors, *sse_slow;
     mc_http_gauge *active, *sse_active, *in_flight;
+    mc_http_histogram *duration;
 } srv_metrics;
 
 struct mc_http_server {
@@ -786,6 +788,9 @@ static void respond_impl(mc_http_request *req, int status, const char *content_t
     size_t hl = format_head(req, c, status, content_type, status != 204 && status != 304, len,
                             keep, &head);
     srv_count_response(srv, status);
+    if (srv->m.duration != NULL)
+        mc_http_histogram_observe(srv->m.duration,
+                                  (double)(uv_hrtime() - req->dispatch_ns) / 1e9);
     c->active = NULL;
     if (hl == 0) {
         free(owned);
@@ -1037,6 +1042,7 @@ static void dispatch(mc_http_conn *c)
     if (srv->live)
         srv->live->live_prev = r;
     srv->live = r;
+    r->dispatch_ns = uv_hrtime();
     srv->stats.requests++;
     srv->stats.requests_in_flight++;
     srv_set_gauges(srv);
@@ -1676,6 +1682,16 @@ mc_status mc_http_server_register_metrics(mc_http_server *srv, mc_http_metrics *
         st = mc_http_metrics_gauge(reg, "http_requests_in_flight",
                                    "Requests dispatched and not yet answered", NULL, 0,
                                    &srv->m.in_flight, err);
+    if (st == MC_OK) {
+        /* From dispatch to the response being queued: handler time,
+         * including asynchronous work; SSE streams are not counted. */
+        static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                        0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
+        st = mc_http_metrics_histogram(reg, "http_request_duration_seconds",
+                                       "Time from a request's dispatch to its response", NULL, 0,
+                                       bounds, sizeof bounds / sizeof bounds[0], &srv->m.duration,
+                                       err);
+    }
     if (st == MC_OK) {
         srv->metrics = reg;
         srv_set_gauges(srv);

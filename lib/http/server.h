@@ -126,9 +126,10 @@ mc_status mc_http_server_route_prefix(mc_http_server *srv, unsigned methods, con
  * response. cors is borrowed and must outlive the server. */
 void mc_http_server_set_cors(mc_http_server *srv, const mc_http_cors *cors);
 
-/* Registers the server's own series (requests by class, connections,
- * timeouts, SSE clients and slow-client disconnects) in reg and keeps them
- * current. reg must outlive the server. */
+/* Registers the server's own series (responses by class, request latency,
+ * connections, timeouts, limit and parse rejections, SSE streams and
+ * slow-client disconnects) in reg and keeps them current. reg must outlive
+ * the server. */
 mc_status mc_http_server_register_metrics(mc_http_server *srv, mc_http_metrics *reg,
                                           mc_error *err);
 

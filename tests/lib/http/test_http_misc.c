@@ -358,6 +358,7 @@ static void test_metrics_endpoint_passes_promtool(void **state)
     assert_non_null(strstr(r.body, "http_responses_total{code=\"4xx\"} 1\n"));
     assert_non_null(strstr(r.body, "http_connections_accepted_total 3\n"));
     assert_non_null(strstr(r.body, "http_requests_in_flight 1\n")); /* this very request */
+    assert_non_null(strstr(r.body, "http_request_duration_seconds_count 2\n"));
     if (access("/usr/bin/promtool", X_OK) != 0) {
         resp_free(&r);
         ts_stop(&ts);
