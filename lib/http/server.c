@@ -323,6 +323,9 @@ static void req_unlive(mc_http_request *r)
     srv_set_gauges(srv);
 }
 
+/* Appends to the request's arena. The byte after the data is always a NUL
+ * (not counted), so the last piece is a C string even when no separator
+ * follows it (chunked trailers arrive after the headers were closed). */
 static bool arena_append(mc_http_request *r, const char *at, size_t len)
 {
     char *na = xrealloc_grow(r->arena, &r->arena_cap, r->arena_len + len + 1, 1);
@@ -331,6 +334,7 @@ static bool arena_append(mc_http_request *r, const char *at, size_t len)
     r->arena = na;
     memcpy(r->arena + r->arena_len, at, len);
     r->arena_len += len;
+    r->arena[r->arena_len] = '\0';
     return true;
 }
 
@@ -942,6 +946,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     mc_http_request *r = c->cur;
     if (!header_budget(c, len + 2))
         return limit_hit(c, 431);
+    if (r->nhdr == 0)
+        return limit_hit(c, 400); /* a value before any name: llhttp never does this */
     if (r->last_cb != 2) {
         if (!arena_nul(r))
             return limit_hit(c, 503);
@@ -1208,9 +1214,13 @@ static void conn_process(mc_http_conn *c)
     }
     if (!c->closing && c->active == NULL && c->sops == NULL && !c->lingering &&
         !c->close_after) {
-        if (c->in_message)
-            conn_arm_timer(c, TIMER_READ);
-        else if (c->in_len == 0 && c->tmode != TIMER_IDLE)
+        /* The read timer runs from the first byte of a request (armed in
+         * on_message_begin) and is never restarted by later bytes, so a
+         * client trickling a request cannot hold the connection. */
+        if (c->in_message) {
+            if (c->tmode != TIMER_READ)
+                conn_arm_timer(c, TIMER_READ);
+        } else if (c->in_len == 0 && c->tmode != TIMER_IDLE)
             conn_arm_timer(c, TIMER_IDLE);
     }
 }
@@ -1227,6 +1237,12 @@ static void conn_input(mc_http_conn *c, const uint8_t *data, size_t len)
     }
     if (c->close_after)
         return;
+    if (c->in_len + len > 4 * READ_BUF_BYTES) {
+        /* Only a memory connection fed while a handler works gets here
+         * (sockets stop reading); keep the bound all the same. */
+        mc_http__conn_close(c);
+        return;
+    }
     uint8_t *ni = xrealloc_grow(c->in, &c->in_cap, c->in_len + len, 1);
     if (ni == NULL) {
         mc_http__conn_close(c);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -261,13 +262,24 @@ static void test_slowloris_read_timeout(void **state)
     ts_start(&ts, &cfg, setup_routes, NULL);
     client c;
     cl_connect(&c, ts.port, 0);
-    /* Half a request, then a byte now and then: the timeout counts from the
-     * first byte, so trickling does not keep the connection alive. */
+    /* Half a request, then a header line every 60 ms: the timeout (300 ms)
+     * counts from the first byte, so trickling does not keep the
+     * connection alive. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     cl_send_str(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n");
-    usleep(150 * 1000);
-    cl_send_str(&c, "X-A: 1\r\n");
-    usleep(100 * 1000);
-    cl_send_str(&c, "X-B: 2\r\n");
+    bool got = false;
+    for (int i = 0; i < 30 && !got; i++) {
+        usleep(60 * 1000);
+        cl_send_str(&c, "X-Trickle: 1\r\n");
+        got = cl_read_until(&c, "\r\n\r\n", 1);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(got);
+    /* Well before the 30 × 60 ms of trickling would end. */
+    if (ms > 1000)
+        fail_msg("408 after %ld ms of trickling", ms);
     response r;
     assert_true(cl_read_response(&c, &r));
     assert_int_equal(r.status, 408);
@@ -495,6 +507,12 @@ static void test_sigterm_graceful(void **state)
     ts_stop(&ts);
 }
 
+static void h_header_x(mc_http_request *req, void *ctx)
+{
+    const char *v = mc_http_request_header(req, "X-T");
+    mc_http_respond_text(req, 200, "text/plain", v ? v : "(none)");
+}
+
 static void test_memory_connection(void **state)
 {
     uv_loop_t loop;
@@ -517,6 +535,15 @@ static void test_memory_connection(void **state)
     assert_true(strstr(s, "200 OK") < strstr(s, "404"));
     free(s);
     assert_false(mc_http_conn_mem_closed(c));
+    /* A chunked body with a trailer field: readable like a header. */
+    assert_int_equal(mc_http_server_route(srv, MC_HTTP_POST, "/t", h_header_x, NULL, &err), MC_OK);
+    const char chunked[] = "POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "2\r\nab\r\n0\r\nX-T: trailer-value\r\n\r\n";
+    mc_http_conn_mem_feed(c, chunked, sizeof chunked - 1);
+    out = mc_http_conn_mem_output(c, &n);
+    s = strndup((const char *)out, n);
+    assert_non_null(strstr(s, "\r\n\r\ntrailer-value"));
+    free(s);
     mc_http_conn_mem_feed(c, "\x01garbage", 8);
     assert_true(mc_http_conn_mem_closed(c));
     mc_http_conn_mem_free(c);
