@@ -1410,7 +1410,8 @@ mc_http_conn *mc_http__stream_begin(mc_http_request *req, int status, const char
         return NULL;
     }
     char *head = NULL;
-    size_t hl = format_head(req, c, status, content_type, false, 0, true, &head);
+    /* The body lasts until the connection closes, which the head says. */
+    size_t hl = format_head(req, c, status, content_type, false, 0, false, &head);
     srv_count_response(srv, status);
     c->active = NULL;
     req_free(req);

@@ -123,6 +123,7 @@ static void test_events_in_order_with_heartbeat(void **state)
     assert_non_null(strstr(c.buf, "Content-Type: text/event-stream"));
     assert_non_null(strstr(c.buf, "Cache-Control: no-cache"));
     assert_null(strstr(c.buf, "Content-Length"));
+    assert_non_null(strstr(c.buf, "Connection: close\r\n")); /* the stream ends with it */
     wait_subscribers(&ts, 1);
     publish(&ts, "incident", "{\"id\":1}", 1);
     publish(&ts, "action", "line1\nline2", 1);
