@@ -258,11 +258,10 @@ static void on_metrics(mc_scorecard *s, uint64_t tick, const Sim__V1__MetricSnap
     }
 }
 
-mc_status mc_scorecard_record(mc_scorecard *s, uint64_t tick, uint32_t stage, const char *subject,
-                              const char *producer, uint64_t producer_seq, const uint8_t *payload,
-                              size_t len, mc_error *err)
+mc_status mc_scorecard_record_msg(mc_scorecard *s, uint64_t tick, uint32_t stage,
+                                  const char *subject, const char *producer, uint64_t producer_seq,
+                                  const uint8_t *payload, size_t len, const ProtobufCMessage *m)
 {
-    (void)err;
     mc_digest_u64(&s->run_hash, 1);
     mc_digest_u64(&s->run_hash, tick);
     mc_digest_u32(&s->run_hash, stage);
@@ -274,19 +273,18 @@ mc_status mc_scorecard_record(mc_scorecard *s, uint64_t tick, uint32_t stage, co
     s->records++;
     if (tick > s->last_tick)
         s->last_tick = tick;
-    ProtobufCMessage *m = mc_subject_unpack(subject, payload, len);
     if (!m)
         return MC_OK;
     if (strcmp(subject, "sim.metrics") == 0) {
-        on_metrics(s, tick, (Sim__V1__MetricSnapshot *)m);
+        on_metrics(s, tick, (const Sim__V1__MetricSnapshot *)m);
     } else if (strcmp(subject, "sim.events") == 0) {
-        on_event(s, tick, (Sim__V1__SimulationEvent *)m);
+        on_event(s, tick, (const Sim__V1__SimulationEvent *)m);
     } else if (strcmp(subject, "ops.incidents") == 0) {
-        on_incident(s, tick, (Ops__V1__Incident *)m);
+        on_incident(s, tick, (const Ops__V1__Incident *)m);
     } else if (strcmp(subject, "ops.actions") == 0) {
         s->proposed++;
     } else if (strcmp(subject, "ops.decisions") == 0) {
-        const Ops__V1__ApprovalDecision *d = (Ops__V1__ApprovalDecision *)m;
+        const Ops__V1__ApprovalDecision *d = (const Ops__V1__ApprovalDecision *)m;
         if (d->approved)
             s->approved++;
         else if (d->source == OPS__V1__DECISION_SOURCE__DECISION_SOURCE_SYSTEM)
@@ -294,8 +292,20 @@ mc_status mc_scorecard_record(mc_scorecard *s, uint64_t tick, uint32_t stage, co
         else
             s->refused++;
     }
-    protobuf_c_message_free_unpacked(m, NULL);
     return MC_OK;
+}
+
+mc_status mc_scorecard_record(mc_scorecard *s, uint64_t tick, uint32_t stage, const char *subject,
+                              const char *producer, uint64_t producer_seq, const uint8_t *payload,
+                              size_t len, mc_error *err)
+{
+    (void)err;
+    ProtobufCMessage *m = mc_subject_unpack(subject, payload, len);
+    mc_status st = mc_scorecard_record_msg(s, tick, stage, subject, producer, producer_seq, payload,
+                                           len, m);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return st;
 }
 
 void mc_scorecard_checkpoint(mc_scorecard *s, uint64_t tick, const mc_trace_digest *d, size_t n)

@@ -22,6 +22,7 @@
 #define MC_HARNESS_SCORECARD_H
 
 #include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -84,6 +85,10 @@ void mc_scorecard_deinit(mc_scorecard *s);
 mc_status mc_scorecard_record(mc_scorecard *s, uint64_t tick, uint32_t stage, const char *subject,
                               const char *producer, uint64_t producer_seq, const uint8_t *payload,
                               size_t len, mc_error *err);
+/* The same with the payload already decoded (m may be NULL). */
+mc_status mc_scorecard_record_msg(mc_scorecard *s, uint64_t tick, uint32_t stage,
+                                  const char *subject, const char *producer, uint64_t producer_seq,
+                                  const uint8_t *payload, size_t len, const ProtobufCMessage *m);
 void mc_scorecard_checkpoint(mc_scorecard *s, uint64_t tick, const mc_trace_digest *d, size_t n);
 /* Ends the run: fixes MTTR and the hashes. Idempotent. */
 void mc_scorecard_finish(mc_scorecard *s);
