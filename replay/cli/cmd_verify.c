@@ -267,7 +267,7 @@ int mc_cmd_verify(int argc, char **argv)
             printf("  %s\n", r.div.what);
             if (diffs && json_array_size(diffs)) {
                 printf("  field differences (recorded vs re-driven):\n");
-                mc_msgdiff_print(diffs, stdout, "    ");
+                mc_msgdiff_print(diffs, stdout, "    ", "recorded", "re-driven");
             }
             if (r.div.digest_checked) {
                 mc_digest_hex(r.div.digest_expected, hex_e);

@@ -136,7 +136,8 @@ static void print_value(FILE *f, const json_t *e, const char *key)
     free(s);
 }
 
-void mc_msgdiff_print(const json_t *diffs, FILE *f, const char *prefix)
+void mc_msgdiff_print(const json_t *diffs, FILE *f, const char *prefix, const char *label_expected,
+                      const char *label_actual)
 {
     size_t i;
     json_t *e;
@@ -148,9 +149,9 @@ void mc_msgdiff_print(const json_t *diffs, FILE *f, const char *prefix)
             fprintf(f, "%s\n", json_string_value(problem));
             continue;
         }
-        fprintf(f, "recorded ");
+        fprintf(f, "%s ", label_expected);
         print_value(f, e, "expected");
-        fprintf(f, ", got ");
+        fprintf(f, ", %s ", label_actual);
         print_value(f, e, "actual");
         fprintf(f, "\n");
     }

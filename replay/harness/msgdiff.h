@@ -20,8 +20,10 @@
 json_t *mc_msgdiff(const char *subject, const uint8_t *expected, size_t expected_len,
                    const uint8_t *actual, size_t actual_len, size_t max_diffs);
 
-/* Prints the entries one per line, each after prefix. */
-void mc_msgdiff_print(const json_t *diffs, FILE *f, const char *prefix);
+/* Prints the entries one per line, each after prefix, naming the sides
+ * with the two labels (e.g. "recorded"/"got", "A"/"B"). */
+void mc_msgdiff_print(const json_t *diffs, FILE *f, const char *prefix, const char *label_expected,
+                      const char *label_actual);
 
 /* The message as proto3 JSON (new reference), or NULL when it does not
  * decode. */
