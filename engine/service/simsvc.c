@@ -111,6 +111,7 @@ struct mc_simsvc {
     held_batch held[HELD_MAX];
     size_t n_held;
 
+    uint64_t last_publish_warn_ns; /* rate limit of the publish-retry warning */
     bool started;
     bool shutting_down;
     bool http_done;
@@ -389,8 +390,13 @@ static bool publish_pending(mc_simsvc *s)
                 mc_http_counter_inc(s->m.publish_retries);
             } else {
                 mc_http_counter_inc(s->m.publish_failures);
-                MC_LOG_WARN("publish failed; retrying", MC_LF_STR("subject", subject),
-                            MC_LF_UINT("tick", m->tick), MC_LF_STR("error", err.msg));
+                /* Retried every few milliseconds: say it once a second. */
+                uint64_t now = now_ns();
+                if (now - s->last_publish_warn_ns >= 1000000000u) {
+                    s->last_publish_warn_ns = now;
+                    MC_LOG_WARN("publish failed; retrying", MC_LF_STR("subject", subject),
+                                MC_LF_UINT("tick", m->tick), MC_LF_STR("error", err.msg));
+                }
             }
             return false;
         }

@@ -181,6 +181,15 @@ static void proc_start(engine_proc *p, const char *const *extra)
     live_add(pid);
 }
 
+/* Removes the case's folder (log, traces) once the case passed. */
+static void proc_cleanup(const engine_proc *p)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", p->dir);
+    if (strncmp(p->dir, "/tmp/simsvc-test-", 17) == 0 && system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", p->dir);
+}
+
 static void proc_dump_log(const engine_proc *p)
 {
     char *log = read_whole(p->log_path, NULL);
@@ -777,6 +786,7 @@ static void test_control_api(void **state)
     nats_side n;
     nats_open(&n, &p);
     nats_close(&n);
+    proc_cleanup(&p);
 }
 
 /* Realtime at full speed with small chunks: everything lands in JetStream,
@@ -863,6 +873,7 @@ static void test_publish_realtime(void **state)
 
     assert_int_equal(proc_stop(&p), 0);
     nats_close(&n);
+    proc_cleanup(&p);
 }
 
 static const Sim__V1__SimulationEvent *find_event(sim_view *v, int kind, const char *command_id)
@@ -987,6 +998,7 @@ static void test_lockstep_and_commands(void **state)
 
     assert_int_equal(proc_stop(&p), 0);
     nats_close(&n);
+    proc_cleanup(&p);
 }
 
 /* The stall timeout pauses the run, reports the stage it waits for in
@@ -1049,6 +1061,7 @@ static void test_lockstep_stall(void **state)
     http_resp_free(&r);
     assert_int_equal(proc_stop(&p), 0);
     nats_close(&n);
+    proc_cleanup(&p);
 }
 
 /* TRACE_DIR: the run is recorded in canonical order with the orchestrator's
@@ -1133,6 +1146,7 @@ static void test_trace_recording(void **state)
     assert_true(engine > 0);
     assert_true(records > engine);
     nats_close(&n);
+    proc_cleanup(&p);
 }
 
 static void expect_exit2(const char *const *env, const char *needle)
@@ -1150,6 +1164,7 @@ static void expect_exit2(const char *const *env, const char *needle)
         fail_msg("expected exit 2 and \"%s\" for %s, got %d: %s", needle, env[0], rc,
                  log ? log : "");
     free(log);
+    proc_cleanup(&p);
 }
 
 static void test_bad_scenario_file(void **state)
