@@ -64,6 +64,9 @@ static const mc_config_var vars[] = {
     {"SSE_MAX_UNSENT_BYTES", MC_CFG_UINT, "1048576",
      "Bytes a stream client may lag behind before it is disconnected",
      offsetof(mc_orch_config, sse_max_unsent_bytes), .min = 1024, .max = 1e9},
+    {"HTTP_SEND_BUFFER_BYTES", MC_CFG_UINT, "0",
+     "SO_SNDBUF of accepted connections (0: the OS default; small values let tests see slow clients)",
+     offsetof(mc_orch_config, http_send_buffer_bytes), .min = 0, .max = 1 << 30},
     {"SHUTDOWN_TIMEOUT", MC_CFG_DURATION_MS, "10s", "Graceful shutdown bound",
      offsetof(mc_orch_config, shutdown_timeout_ms), .min = 1, .max = 600000},
 };
@@ -914,8 +917,11 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_timer_stop(&o->engine_timer);
     /* Stop consuming first: nothing new reaches the core. */
     mc_bus_consumer_close(o->ops_consumer);
+    MC_LOG_DEBUG("ops consumer closed", MC_LF_INT("x", 0));
     mc_bus_consumer_close(o->events_consumer);
+    MC_LOG_DEBUG("events consumer closed", MC_LF_INT("x", 0));
     mc_bus_consumer_close(o->sim_consumer);
+    MC_LOG_DEBUG("sim consumer closed", MC_LF_INT("x", 0));
     o->ops_consumer = o->events_consumer = o->sim_consumer = NULL;
     mc_feed_close_all(o->feed);
     mc_http_server_shutdown(o->srv, on_http_done, o);
@@ -1012,6 +1018,7 @@ static mc_status start(mc_orch *o, mc_error *err)
     hc.sse_max_unsent_bytes = c->sse_max_unsent_bytes;
     hc.shutdown_timeout_ms = c->shutdown_timeout_ms;
     hc.max_connections = c->sse_max_clients + 256;
+    hc.send_buffer_bytes = (int)c->http_send_buffer_bytes;
     if ((st = mc_http_server_new(o->loop, &hc, &o->srv, err)) != MC_OK)
         return mc_error_wrap(err, "ADDR");
     if (o->token_len > 0 && (st = mc_http_server_set_bearer_token(o->srv, o->token, err)) != MC_OK)

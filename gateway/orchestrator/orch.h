@@ -68,6 +68,7 @@ typedef struct mc_orch_config {
     uint64_t sse_history;
     uint64_t sse_max_clients;
     uint64_t sse_max_unsent_bytes;
+    uint64_t http_send_buffer_bytes;
     uint64_t shutdown_timeout_ms;
 } mc_orch_config;
 
