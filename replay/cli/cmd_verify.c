@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "core/digest.h"
@@ -41,9 +42,10 @@ typedef struct vprog {
     mc_progress p;
 } vprog;
 
-static void on_progress(void *ctx, uint64_t tick)
+static void on_progress(void *ctx, uint64_t tick, uint64_t offset)
 {
-    mc_progress_update(&((vprog *)ctx)->p, tick);
+    (void)tick;
+    mc_progress_update(&((vprog *)ctx)->p, offset);
 }
 
 static const char *verdict_name(mc_redrive_verdict v)
@@ -130,7 +132,9 @@ int mc_cmd_verify(int argc, char **argv)
         return MC_EXIT_DAMAGED;
     }
     vprog vp;
-    mc_progress_start(&vp.p, "verify", 0);
+    struct stat sb;
+    /* The bar counts bytes: the number of ticks is only known at the end. */
+    mc_progress_start(&vp.p, "verify", stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0);
     mc_redrive_options o = {0};
     o.components = comps;
     o.setup = &setup;
@@ -141,10 +145,6 @@ int mc_cmd_verify(int argc, char **argv)
     o.progress = on_progress;
     o.progress_ctx = &vp;
     mc_redrive_result r;
-    /* The progress bar needs the last tick: the footer has it, but the
-     * reader reaches the footer last; peek with a cheap summary-less guess
-     * from the header is not possible, so the bar counts ticks against the
-     * file size instead when known. Keep it simple: no total, no bar. */
     mc_status st = mc_redrive_file(path, &o, &r, &err);
     mc_progress_end(&vp.p);
     if (st != MC_OK) {

@@ -19,6 +19,8 @@ void mc_progress_update(mc_progress *p, uint64_t done)
 {
     if (!p->on)
         return;
+    if (done > p->total)
+        done = p->total;
     int pm = (int)(done * 1000 / p->total);
     if (pm == p->last_permille)
         return;

@@ -49,6 +49,7 @@ typedef struct rd {
     mc_outbox out;
     bool stopped; /* an output divergence was found: only read on */
     mc_divergence cur; /* scratch for the stage being driven */
+    uint64_t offset;   /* of the last frame read */
 } rd;
 
 static void tb_clear(tickbuf *tb)
@@ -392,7 +393,7 @@ static mc_status process_tick(rd *x, tickbuf *tb, mc_error *err)
             r->ticks_driven++;
     }
     if (x->o->progress)
-        x->o->progress(x->o->progress_ctx, tb->tick);
+        x->o->progress(x->o->progress_ctx, tb->tick, x->offset);
     tb_clear(tb);
     return MC_OK;
 }
@@ -538,6 +539,7 @@ mc_status mc_redrive_file(const char *path, const mc_redrive_options *o, mc_redr
         }
         if (rec.kind == MC_TRACE_KIND_NONE)
             break;
+        x.offset = rec.offset;
         if (rec.kind == MC_TRACE_KIND_RECORD) {
             r->records++;
             if (tb.open && rec.tick != tb.tick && (st = process_tick(&x, &tb, err)) != MC_OK)
