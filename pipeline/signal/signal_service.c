@@ -15,7 +15,11 @@
  *  cover the failed rows), and the service stops so a restart re-drives.
  *  Messages the server redelivers while the process runs (ack wait expired)
  *  carry sequences already taken: they ride along with the current unit and
- *  are acked with it, without rows.
+ *  are acked with it, without rows. Messages a previous instance fetched and
+ *  never acked come back only when their ack wait expires, and must come
+ *  back before anything newer is committed (the stored position would skip
+ *  them): consuming therefore starts one CONSUMER_ACK_WAIT after start,
+ *  when the server hands those redeliveries out first.
  *
  *  Detection ("signal-detect", all of sim.>). Snapshots go to the detector as
  *  they arrive, never waiting for the database. On the engine watermark for
@@ -74,7 +78,6 @@
 #define DETECT_FETCH 256
 #define INGEST_FETCH 256
 #define INGEST_INFLIGHT 16
-#define ACK_WAIT_MS 60000
 #define PUBLISH_ATTEMPTS 8
 
 typedef struct sig_config {
@@ -88,6 +91,7 @@ typedef struct sig_config {
     const char *rules_file;
     uint64_t tick_ms;
     uint64_t max_targets;
+    uint64_t ack_wait_ms;
     const char *stream_prefix;
     const char *subject_prefix;
 } sig_config;
@@ -110,6 +114,9 @@ static const mc_config_var sig_vars[] = {
      offsetof(sig_config, tick_ms), .min = 1, .max = 3600000},
     {"DETECTOR_MAX_TARGETS", MC_CFG_UINT, "20000", "Most services and nodes tracked",
      offsetof(sig_config, max_targets), .min = 1, .max = 1000000},
+    {"CONSUMER_ACK_WAIT", MC_CFG_DURATION_MS, "10s",
+     "Unacked messages are redelivered after this; consuming starts this long after start",
+     offsetof(sig_config, ack_wait_ms)},
     {"BUS_STREAM_PREFIX", MC_CFG_STRING, NULL, "Prefix of the JetStream stream names (tests)",
      offsetof(sig_config, stream_prefix)},
     {"BUS_SUBJECT_PREFIX", MC_CFG_STRING, NULL, "Prefix of every subject (tests)",
@@ -181,7 +188,7 @@ struct sig {
 
     /* Life cycle. */
     uv_signal_t sigint, sigterm;
-    uv_timer_t finish_timer;
+    uv_timer_t finish_timer, start_timer;
     bool stopping, finished;
     atomic_bool stop_flag;
     int exit_code;
@@ -341,8 +348,15 @@ static void deadletter(sig *s, mc_bus_msg *m, const char *why)
 static void on_ingest_batch(void *ctx, mc_bus_batch *b)
 {
     sig *s = ctx;
-    if (s->stopping || !ensure_unit(s)) {
-        mc_bus_batch_free(b); /* unacked: redelivered */
+    if (s->stopping) {
+        mc_bus_batch_free(b); /* unacked: redelivered after the restart */
+        return;
+    }
+    if (!ensure_unit(s)) {
+        /* Dropping the batch and going on would let a later unit's
+         * position cover these messages: stop instead. */
+        mc_bus_batch_free(b);
+        begin_shutdown(s, 1, "out of memory");
         return;
     }
     size_t n = mc_bus_batch_count(b);
@@ -386,6 +400,7 @@ static void on_ingest_batch(void *ctx, mc_bus_batch *b)
     }
     if (!ensure_unit(s)) {
         mc_bus_batch_free(b);
+        begin_shutdown(s, 1, "out of memory");
         return;
     }
     mc_svc_held_push(&s->filling->held, b);
@@ -606,6 +621,7 @@ static void try_finish(sig *s)
     s->finished = true;
     uv_timer_stop(&s->finish_timer);
     uv_close((uv_handle_t *)&s->finish_timer, NULL);
+    uv_close((uv_handle_t *)&s->start_timer, NULL);
     /* The open tick's messages stay unacked: redelivered after a restart. */
     mc_svc_held_release(&s->det_held);
     uv_close((uv_handle_t *)&s->delay_timer, NULL);
@@ -643,6 +659,49 @@ static void begin_shutdown(sig *s, int code, const char *why)
     seal(s);
     mc_svc_admin_stop(&s->admin);
     try_finish(s);
+}
+
+/* Opens the two consumers. This waits one ack wait (plus a margin) after
+ * start on purpose: messages a previous instance had fetched and not acked
+ * (a crash, or the fetch in flight at a graceful stop) are redelivered only
+ * once their ack wait has expired, and the server then hands redeliveries
+ * out before new messages. Starting earlier would commit newer sequences
+ * first, and the position stored with them would make the store skip the
+ * older rows when they come back: they would be lost. */
+static void open_consumers(uv_timer_t *t)
+{
+    sig *s = t->data;
+    if (s->stopping)
+        return;
+    mc_error err = {0};
+    mc_bus_pull_options io = {0};
+    io.stream = MC_BUS_STREAM_SIM;
+    io.durable = "signal-ingest";
+    io.filter_subject = s->sim_metrics_subject;
+    io.batch_size = INGEST_FETCH;
+    io.ack_wait_ms = s->cfg.ack_wait_ms;
+    io.max_batches_inflight = INGEST_INFLIGHT;
+    io.on_batch = on_ingest_batch;
+    io.ctx = s;
+    if (mc_bus_pull_open(s->bus, &io, &s->ingest_c, &err) != MC_OK) {
+        MC_LOG_ERROR("ingest consumer", MC_LF_STR("error", err.msg));
+        begin_shutdown(s, 1, "ingest consumer");
+        return;
+    }
+    mc_bus_pull_options dopt = {0};
+    dopt.stream = MC_BUS_STREAM_SIM;
+    dopt.durable = "signal-detect";
+    dopt.batch_size = DETECT_FETCH;
+    dopt.ack_wait_ms = s->cfg.ack_wait_ms;
+    dopt.max_batches_inflight = DETECT_HELD_MAX + 1;
+    dopt.on_batch = on_detect_batch;
+    dopt.ctx = s;
+    if (mc_bus_pull_open(s->bus, &dopt, &s->detect_c, &err) != MC_OK) {
+        MC_LOG_ERROR("detection consumer", MC_LF_STR("error", err.msg));
+        begin_shutdown(s, 1, "detection consumer");
+        return;
+    }
+    MC_LOG_INFO("consuming", MC_LF_STR("stream", s->sim_stream));
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -769,27 +828,13 @@ int main(int argc, char **argv)
     uv_timer_init(&s->loop, &s->finish_timer);
     s->finish_timer.data = s;
 
-    mc_bus_pull_options io = {0};
-    io.stream = MC_BUS_STREAM_SIM;
-    io.durable = "signal-ingest";
-    io.filter_subject = s->sim_metrics_subject;
-    io.batch_size = INGEST_FETCH;
-    io.ack_wait_ms = ACK_WAIT_MS;
-    io.max_batches_inflight = INGEST_INFLIGHT;
-    io.on_batch = on_ingest_batch;
-    io.ctx = s;
-    if (mc_bus_pull_open(s->bus, &io, &s->ingest_c, &err) != MC_OK)
-        die(1, "ingest consumer", err.msg);
-    mc_bus_pull_options dopt = {0};
-    dopt.stream = MC_BUS_STREAM_SIM;
-    dopt.durable = "signal-detect";
-    dopt.batch_size = DETECT_FETCH;
-    dopt.ack_wait_ms = ACK_WAIT_MS;
-    dopt.max_batches_inflight = DETECT_HELD_MAX + 1;
-    dopt.on_batch = on_detect_batch;
-    dopt.ctx = s;
-    if (mc_bus_pull_open(s->bus, &dopt, &s->detect_c, &err) != MC_OK)
-        die(1, "detection consumer", err.msg);
+    /* Consuming starts one ack wait after start; see open_consumers. */
+    uv_timer_init(&s->loop, &s->start_timer);
+    s->start_timer.data = s;
+    uv_timer_start(&s->start_timer, open_consumers, s->cfg.ack_wait_ms + 500, 0);
+    MC_LOG_INFO("consuming starts after one ack wait, once messages a previous instance held "
+                "are redeliverable",
+                MC_LF_UINT("delay_ms", s->cfg.ack_wait_ms + 500));
 
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);

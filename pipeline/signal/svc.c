@@ -43,6 +43,17 @@ uint64_t mc_svc_held_push(mc_svc_held *h, mc_bus_batch *b)
     return e->base;
 }
 
+mc_bus_msg *mc_svc_held_msg(const mc_svc_held *h, uint64_t number)
+{
+    for (mc_svc_held_entry *e = h->head; e != NULL; e = e->link) {
+        if (number < e->base)
+            return NULL;
+        if (number - e->base < e->count)
+            return mc_bus_batch_msg(e->batch, (size_t)(number - e->base));
+    }
+    return NULL;
+}
+
 static void held_pop(mc_svc_held *h)
 {
     mc_svc_held_entry *e = h->head;

@@ -57,6 +57,10 @@ typedef struct mc_svc_held {
  * redelivered) and UINT64_MAX is returned. */
 uint64_t mc_svc_held_push(mc_svc_held *h, mc_bus_batch *b);
 
+/* The held message numbered number, or NULL when it is not held (acked
+ * already, or not pushed yet). Walks the held batches: O(batches). */
+mc_bus_msg *mc_svc_held_msg(const mc_svc_held *h, uint64_t number);
+
 /* Acks every held message numbered below mark and frees the batches that
  * are then fully acked. Ack failures are logged and counted in *failed (may
  * be NULL): the server redelivers those messages, which the services handle
