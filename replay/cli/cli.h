@@ -11,10 +11,10 @@
 #include "harness/setup.h"
 
 /* Exit codes. */
-#define MC_EXIT_OK 0
+#define MC_EXIT_OK       0
 #define MC_EXIT_DIVERGED 1 /* replay verify/diff: the runs differ */
-#define MC_EXIT_DAMAGED 2  /* damaged, torn or incompatible trace; or the run failed */
-#define MC_EXIT_USAGE 64
+#define MC_EXIT_DAMAGED  2 /* damaged, torn or incompatible trace; or the run failed */
+#define MC_EXIT_USAGE    64
 
 int mc_cmd_sim(int argc, char **argv);
 int mc_cmd_verify(int argc, char **argv);
@@ -36,6 +36,12 @@ void mc_progress_end(mc_progress *p);
 /* Appends s to buf (of cap bytes) quoted for a POSIX shell when needed,
  * preceded by a space unless buf is empty. */
 void mc_shell_append(char *buf, size_t cap, const char *s);
+
+/* The `microcloud sim` command that records the run of header h over ticks
+ * ticks (seed, scenario and knobs, approval mode; rules flags and decision
+ * files are not in the header). */
+struct Trace__V1__TraceHeader;
+void mc_sim_command(const struct Trace__V1__TraceHeader *h, uint64_t ticks, char *buf, size_t cap);
 
 /* Prints j as one line of JSON on stdout and drops the reference. */
 void mc_json_print_line(json_t *j);

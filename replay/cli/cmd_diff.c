@@ -17,18 +17,18 @@
 
 static void diff_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: microcloud replay diff A B [options]\n"
-            "\n"
-            "Compares two traces as runs: the first record that differs (tick, subject, producer\n"
-            "sequence, a field-level JSON diff), which core's state digest diverged first, and a\n"
-            "decision summary (actions added, removed or changed, with ticks and reasons). The\n"
-            "headers' build id, compiler and start time are shown but do not count as differences.\n"
-            "Exit: 0 same run, 1 different, 2 a trace is damaged, torn or unreadable.\n"
-            "\n"
-            "  --max-diffs N   field differences shown (default 20)\n"
-            "  --max-actions N actions listed per kind (default 50)\n"
-            "  --json          one JSON object instead of text\n");
+    fprintf(
+        f, "usage: microcloud replay diff A B [options]\n"
+           "\n"
+           "Compares two traces as runs: the first record that differs (tick, subject, producer\n"
+           "sequence, a field-level JSON diff), which core's state digest diverged first, and a\n"
+           "decision summary (actions added, removed or changed, with ticks and reasons). The\n"
+           "headers' build id, compiler and start time are shown but do not count as differences.\n"
+           "Exit: 0 same run, 1 different, 2 a trace is damaged, torn or unreadable.\n"
+           "\n"
+           "  --max-diffs N   field differences shown (default 20)\n"
+           "  --max-actions N actions listed per kind (default 50)\n"
+           "  --json          one JSON object instead of text\n");
 }
 
 typedef struct act {
@@ -154,21 +154,26 @@ static int collect(run *r)
             const Ops__V1__ApprovalDecision *d = (Ops__V1__ApprovalDecision *)m;
             act *x = find_act(r, d->action_id);
             if (x) {
-                const char *src = d->source == OPS__V1__DECISION_SOURCE__DECISION_SOURCE_HUMAN    ? "human"
-                                  : d->source == OPS__V1__DECISION_SOURCE__DECISION_SOURCE_POLICY ? "policy"
-                                                                                                  : "system";
+                const char *src =
+                    d->source == OPS__V1__DECISION_SOURCE__DECISION_SOURCE_HUMAN    ? "human"
+                    : d->source == OPS__V1__DECISION_SOURCE__DECISION_SOURCE_POLICY ? "policy"
+                                                                                    : "system";
                 snprintf(x->outcome, sizeof x->outcome, "%s by %s",
-                         d->approved ? "approved" : (d->source == OPS__V1__DECISION_SOURCE__DECISION_SOURCE_SYSTEM
-                                                         ? "dropped"
-                                                         : "rejected"),
+                         d->approved
+                             ? "approved"
+                             : (d->source == OPS__V1__DECISION_SOURCE__DECISION_SOURCE_SYSTEM
+                                    ? "dropped"
+                                    : "rejected"),
                          src);
                 x->outcome_tick = d->effective_tick ? d->effective_tick : rec.tick;
                 snprintf(x->outcome_reason, sizeof x->outcome_reason, "%s", d->reason);
             }
         } else {
             const Sim__V1__SimulationEvent *e = (Sim__V1__SimulationEvent *)m;
-            bool ap = e->kind == SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_APPLIED;
-            bool rf = e->kind == SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_REFUSED;
+            bool ap =
+                e->kind == SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_APPLIED;
+            bool rf =
+                e->kind == SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_REFUSED;
             act *x = (ap || rf) && e->action_id ? find_act(r, e->action_id) : NULL;
             if (x) {
                 snprintf(x->result, sizeof x->result, "%s", ap ? "executed" : "failed");
@@ -239,7 +244,8 @@ typedef struct first_diff {
     size_t la, lb;
 } first_diff;
 
-static int first_record_diff(const char *pa, const char *pb, first_diff *fd, char *problem, size_t cap)
+static int first_record_diff(const char *pa, const char *pb, first_diff *fd, char *problem,
+                             size_t cap)
 {
     memset(fd, 0, sizeof *fd);
     mc_error err = {0};
@@ -271,8 +277,9 @@ static int first_record_diff(const char *pa, const char *pb, first_diff *fd, cha
         if (!ha && !hb)
             break;
         fd->index++;
-        if (ha && hb && a.tick == b.tick && a.stage == b.stage && a.producer_seq == b.producer_seq &&
-            strcmp(a.subject, b.subject) == 0 && a.payload_len == b.payload_len &&
+        if (ha && hb && a.tick == b.tick && a.stage == b.stage &&
+            a.producer_seq == b.producer_seq && strcmp(a.subject, b.subject) == 0 &&
+            a.payload_len == b.payload_len &&
             (a.payload_len == 0 || memcmp(a.payload, b.payload, a.payload_len) == 0))
             continue;
         fd->found = true;
@@ -334,7 +341,8 @@ int mc_cmd_diff(int argc, char **argv)
         case O_MAX: max_diffs = (size_t)strtoul(optarg, NULL, 10); break;
         case O_MAXA: max_acts = (size_t)strtoul(optarg, NULL, 10); break;
         case O_JSON: json = true; break;
-        case O_HELP: case 'h': diff_usage(stdout); return MC_EXIT_OK;
+        case O_HELP:
+        case 'h': diff_usage(stdout); return MC_EXIT_OK;
         default: diff_usage(stderr); return MC_EXIT_USAGE;
         }
     }
@@ -366,7 +374,7 @@ int mc_cmd_diff(int argc, char **argv)
     const Trace__V1__TraceHeader *ha = A.h, *hb = B.h;
 #define HSTR(f, counts)                                                                            \
     if (strcmp(nz(ha->f), nz(hb->f)) != 0)                                                         \
-    json_array_append_new(hdiff, json_pack("{s:s,s:s,s:s,s:b}", "field", #f, "a", nz(ha->f), "b",   \
+    json_array_append_new(hdiff, json_pack("{s:s,s:s,s:s,s:b}", "field", #f, "a", nz(ha->f), "b",  \
                                            nz(hb->f), "differentRun", counts))
     HSTR(scenario, 1);
     HSTR(run_id, 1);
@@ -383,8 +391,8 @@ int mc_cmd_diff(int argc, char **argv)
         json_array_append_new(hdiff, json_pack("{s:s,s:s,s:s,s:b}", "field", "topology_digest", "a",
                                                "", "b", "", "differentRun", 1));
     if (!bytes_eq(ha->config_digest, hb->config_digest))
-        json_array_append_new(hdiff, json_pack("{s:s,s:s,s:s,s:b}", "field", "config_digest", "a", "",
-                                               "b", "", "differentRun", 1));
+        json_array_append_new(hdiff, json_pack("{s:s,s:s,s:s,s:b}", "field", "config_digest", "a",
+                                               "", "b", "", "differentRun", 1));
     bool header_differs = false;
     {
         size_t i;
@@ -436,7 +444,8 @@ int mc_cmd_diff(int argc, char **argv)
                    strcmp(a->result, b->result) != 0 || a->outcome_tick != b->outcome_tick ||
                    a->result_tick != b->result_tick || a->escalation != b->escalation) {
             if (n_changed++ < max_acts)
-                json_array_append_new(changed, json_pack("{s:o,s:o}", "a", act_json(a), "b", act_json(b)));
+                json_array_append_new(changed,
+                                      json_pack("{s:o,s:o}", "a", act_json(a), "b", act_json(b)));
             if (!first_changed || a->tick < first_changed->tick) {
                 first_changed = a;
                 first_changed_kind = "changed";
@@ -464,8 +473,8 @@ int mc_cmd_diff(int argc, char **argv)
         const char *subj = fd.has_a ? fd.subj_a : fd.subj_b;
         bool same_subject = fd.has_a && fd.has_b && strcmp(fd.subj_a, fd.subj_b) == 0;
         if (same_subject || !(fd.has_a && fd.has_b))
-            fields = mc_msgdiff(subj, fd.has_a ? fd.pa : NULL, fd.la, fd.has_b ? fd.pb : NULL, fd.lb,
-                                max_diffs);
+            fields = mc_msgdiff(subj, fd.has_a ? fd.pa : NULL, fd.la, fd.has_b ? fd.pb : NULL,
+                                fd.lb, max_diffs);
     }
     char repro[2048] = "";
     mc_shell_append(repro, sizeof repro, mc_prog);
@@ -486,17 +495,21 @@ int mc_cmd_diff(int argc, char **argv)
         if (fd.found) {
             json_t *d = json_object();
             json_object_set_new(d, "record", json_integer((json_int_t)fd.index));
-            json_object_set_new(d, "tick", json_integer((json_int_t)(fd.has_a ? fd.tick_a : fd.tick_b)));
+            json_object_set_new(d, "tick",
+                                json_integer((json_int_t)(fd.has_a ? fd.tick_a : fd.tick_b)));
             json_object_set_new(d, "subject", json_string(fd.has_a ? fd.subj_a : fd.subj_b));
-            json_object_set_new(d, "producerSeq", json_integer((json_int_t)(fd.has_a ? fd.seq_a : fd.seq_b)));
+            json_object_set_new(d, "producerSeq",
+                                json_integer((json_int_t)(fd.has_a ? fd.seq_a : fd.seq_b)));
             if (fd.has_a)
-                json_object_set_new(d, "a", json_pack("{s:I,s:s,s:s,s:I}", "tick", (json_int_t)fd.tick_a,
-                                                      "component", mc_stage_name(fd.stage_a), "subject",
-                                                      fd.subj_a, "producerSeq", (json_int_t)fd.seq_a));
+                json_object_set_new(d, "a",
+                                    json_pack("{s:I,s:s,s:s,s:I}", "tick", (json_int_t)fd.tick_a,
+                                              "component", mc_stage_name(fd.stage_a), "subject",
+                                              fd.subj_a, "producerSeq", (json_int_t)fd.seq_a));
             if (fd.has_b)
-                json_object_set_new(d, "b", json_pack("{s:I,s:s,s:s,s:I}", "tick", (json_int_t)fd.tick_b,
-                                                      "component", mc_stage_name(fd.stage_b), "subject",
-                                                      fd.subj_b, "producerSeq", (json_int_t)fd.seq_b));
+                json_object_set_new(d, "b",
+                                    json_pack("{s:I,s:s,s:s,s:I}", "tick", (json_int_t)fd.tick_b,
+                                              "component", mc_stage_name(fd.stage_b), "subject",
+                                              fd.subj_b, "producerSeq", (json_int_t)fd.seq_b));
             json_object_set_new(d, "fields", fields ? json_incref(fields) : json_array());
             json_object_set_new(o, "firstDifference", d);
         }
@@ -504,8 +517,9 @@ int mc_cmd_diff(int argc, char **argv)
             mc_digest_hex(A.cp[dig_tick][dig_stage - 1], hex_a);
             mc_digest_hex(B.cp[dig_tick][dig_stage - 1], hex_b);
             json_object_set_new(o, "firstDigestDivergence",
-                                json_pack("{s:I,s:s,s:s,s:s}", "tick", (json_int_t)dig_tick, "component",
-                                          mc_stage_name(dig_stage), "a", hex_a, "b", hex_b));
+                                json_pack("{s:I,s:s,s:s,s:s}", "tick", (json_int_t)dig_tick,
+                                          "component", mc_stage_name(dig_stage), "a", hex_a, "b",
+                                          hex_b));
         }
         json_t *dsum = json_object();
         json_object_set_new(dsum, "actionsA", json_integer((json_int_t)A.n_acts));
@@ -524,19 +538,23 @@ int mc_cmd_diff(int argc, char **argv)
         mc_json_print_line(o);
     } else {
         printf("microcloud replay diff %s %s, build %s\n", A.path, B.path, mc_trace_build_id());
-        printf("  A: scenario %s, seed %" PRIu64 ", approval %s, %" PRIu64 " records, last tick %" PRIu64 "\n",
+        printf("  A: scenario %s, seed %" PRIu64 ", approval %s, %" PRIu64
+               " records, last tick %" PRIu64 "\n",
                nz(ha->scenario), ha->seed, nz(ha->approval_mode), A.records, A.last_tick);
-        printf("  B: scenario %s, seed %" PRIu64 ", approval %s, %" PRIu64 " records, last tick %" PRIu64 "\n",
+        printf("  B: scenario %s, seed %" PRIu64 ", approval %s, %" PRIu64
+               " records, last tick %" PRIu64 "\n",
                nz(hb->scenario), hb->seed, nz(hb->approval_mode), B.records, B.last_tick);
         size_t i;
         json_t *e;
         json_array_foreach(hdiff, i, e)
         {
             printf("  header %s differs%s", json_string_value(json_object_get(e, "field")),
-                   json_is_true(json_object_get(e, "differentRun")) ? "" : " (not part of the run)");
+                   json_is_true(json_object_get(e, "differentRun")) ? ""
+                                                                    : " (not part of the run)");
             json_t *va = json_object_get(e, "a");
             if (json_is_string(va) && json_string_length(va))
-                printf(": %s | %s", json_string_value(va), json_string_value(json_object_get(e, "b")));
+                printf(": %s | %s", json_string_value(va),
+                       json_string_value(json_object_get(e, "b")));
             else if (json_is_integer(va))
                 printf(": %lld | %lld", (long long)json_integer_value(va),
                        (long long)json_integer_value(json_object_get(e, "b")));
@@ -546,7 +564,8 @@ int mc_cmd_diff(int argc, char **argv)
             printf("identical: the same run (%" PRIu64 " records)\n", A.records);
         } else {
             if (fd.found) {
-                printf("first difference at record %" PRIu64 ": tick %" PRIu64 ", %s, producer_seq %" PRIu64 "\n",
+                printf("first difference at record %" PRIu64 ": tick %" PRIu64
+                       ", %s, producer_seq %" PRIu64 "\n",
                        fd.index, fd.has_a ? fd.tick_a : fd.tick_b, fd.has_a ? fd.subj_a : fd.subj_b,
                        fd.has_a ? fd.seq_a : fd.seq_b);
                 if (fd.has_a)
@@ -570,7 +589,8 @@ int mc_cmd_diff(int argc, char **argv)
                 printf("first digest divergence: the %s at tick %" PRIu64 "\n    A %s\n    B %s\n",
                        mc_stage_name(dig_stage), dig_tick, hex_a, hex_b);
             } else if (cp_count_differs) {
-                printf("digests agree where both have checkpoints; the runs have different ticks\n");
+                printf(
+                    "digests agree where both have checkpoints; the runs have different ticks\n");
             }
         }
         printf("decisions: %zu actions in A, %zu in B; %zu added, %zu removed, %zu changed\n",
@@ -600,7 +620,8 @@ int mc_cmd_diff(int argc, char **argv)
         json_array_foreach(changed, i, e)
         {
             printf("  ~ tick %lld %s %s:\n",
-                   (long long)json_integer_value(json_object_get(json_object_get(e, "a"), "proposedAtTick")),
+                   (long long)json_integer_value(
+                       json_object_get(json_object_get(e, "a"), "proposedAtTick")),
                    json_string_value(json_object_get(json_object_get(e, "a"), "type")),
                    json_string_value(json_object_get(json_object_get(e, "a"), "target")));
             for (int side = 0; side < 2; side++) {
@@ -608,7 +629,8 @@ int mc_cmd_diff(int argc, char **argv)
                 json_t *res = json_object_get(x, "result");
                 printf("      %s: %s%s%s; reason: %s\n", side ? "B" : "A",
                        json_string_value(json_object_get(x, "outcome")), res ? ", " : "",
-                       res ? json_string_value(res) : "", json_string_value(json_object_get(x, "reason")));
+                       res ? json_string_value(res) : "",
+                       json_string_value(json_object_get(x, "reason")));
             }
         }
         printf("reproduce: %s\n", repro);

@@ -11,24 +11,27 @@
 #include "harness/subjects.h"
 #include "json/json.h"
 #include "trace/reader.h"
+#include "trace/writer.h"
 
 static void inspect_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: microcloud replay inspect TRACE [options]\n"
-            "\n"
-            "Prints the records as JSON lines: {\"seq\",\"tick\",\"stage\",\"subject\",\"producer\",\n"
-            "\"producerSeq\",\"bytes\",\"payload\"} with the payload as proto3 JSON of the subject's\n"
-            "message type (sim.metrics: sim.v1.MetricSnapshot, ops.actions: ops.v1.Action, ...).\n"
-            "\n"
-            "  --ticks A:B        only ticks A..B (either side may be left out: 100:, :200, 150)\n"
-            "  --subject GLOB     only subjects matching GLOB (e.g. 'ops.*'; repeatable)\n"
-            "  --checkpoints      also print checkpoints {\"checkpoint\":tick,\"digests\":{...}}\n"
-            "  --header           print the header first {\"header\":{...}}\n"
-            "  --summary          counts per subject and per tick range instead of records\n"
-            "  --bucket N         tick range size of the summary (default 100)\n"
-            "  --json             the summary as JSON\n"
-            "Exit: 0, or 2 when the trace is damaged or torn (records before the damage are printed).\n");
+    fprintf(
+        f,
+        "usage: microcloud replay inspect TRACE [options]\n"
+        "\n"
+        "Prints the records as JSON lines: {\"seq\",\"tick\",\"stage\",\"subject\",\"producer\",\n"
+        "\"producerSeq\",\"bytes\",\"payload\"} with the payload as proto3 JSON of the subject's\n"
+        "message type (sim.metrics: sim.v1.MetricSnapshot, ops.actions: ops.v1.Action, ...).\n"
+        "\n"
+        "  --ticks A:B        only ticks A..B (either side may be left out: 100:, :200, 150)\n"
+        "  --subject GLOB     only subjects matching GLOB (e.g. 'ops.*'; repeatable)\n"
+        "  --checkpoints      also print checkpoints {\"checkpoint\":tick,\"digests\":{...}}\n"
+        "  --header           print the header first {\"header\":{...}}\n"
+        "  --summary          counts per subject and per tick range instead of records\n"
+        "  --bucket N         tick range size of the summary (default 100)\n"
+        "  --json             the summary as JSON\n"
+        "Exit: 0, or 2 when the trace is damaged or torn (records before the damage are "
+        "printed).\n");
 }
 
 static int parse_ticks(const char *s, uint64_t *lo, uint64_t *hi)
@@ -63,12 +66,15 @@ typedef struct bucket {
 int mc_cmd_inspect(int argc, char **argv)
 {
     enum { O_TICKS = 1000, O_SUBJ, O_CP, O_HDR, O_SUM, O_BUCKET, O_JSON, O_HELP };
-    static const struct option opts[] = {
-        {"ticks", required_argument, 0, O_TICKS}, {"subject", required_argument, 0, O_SUBJ},
-        {"checkpoints", no_argument, 0, O_CP},     {"header", no_argument, 0, O_HDR},
-        {"summary", no_argument, 0, O_SUM},        {"bucket", required_argument, 0, O_BUCKET},
-        {"json", no_argument, 0, O_JSON},          {"help", no_argument, 0, O_HELP},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"ticks", required_argument, 0, O_TICKS},
+                                         {"subject", required_argument, 0, O_SUBJ},
+                                         {"checkpoints", no_argument, 0, O_CP},
+                                         {"header", no_argument, 0, O_HDR},
+                                         {"summary", no_argument, 0, O_SUM},
+                                         {"bucket", required_argument, 0, O_BUCKET},
+                                         {"json", no_argument, 0, O_JSON},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
     uint64_t lo = 0, hi = UINT64_MAX, bsize = 100;
     const char *globs[32];
     size_t n_globs = 0;
@@ -79,7 +85,8 @@ int mc_cmd_inspect(int argc, char **argv)
         switch (c) {
         case O_TICKS:
             if (parse_ticks(optarg, &lo, &hi)) {
-                fprintf(stderr, "microcloud replay inspect: --ticks: expected A:B, got \"%s\"\n", optarg);
+                fprintf(stderr, "microcloud replay inspect: --ticks: expected A:B, got \"%s\"\n",
+                        optarg);
                 return MC_EXIT_USAGE;
             }
             break;
@@ -101,7 +108,8 @@ int mc_cmd_inspect(int argc, char **argv)
             }
             break;
         case O_JSON: json = true; break;
-        case O_HELP: case 'h': inspect_usage(stdout); return MC_EXIT_OK;
+        case O_HELP:
+        case 'h': inspect_usage(stdout); return MC_EXIT_OK;
         default: inspect_usage(stderr); return MC_EXIT_USAGE;
         }
     }
@@ -117,6 +125,10 @@ int mc_cmd_inspect(int argc, char **argv)
         return MC_EXIT_DAMAGED;
     }
     const Trace__V1__TraceHeader *h = mc_trace_reader_header(r);
+    if (!summary)
+        fprintf(stderr,
+                "microcloud replay inspect %s: scenario %s, seed %" PRIu64 ", run %s, build %s\n",
+                path, h->scenario, h->seed, h->run_id, mc_trace_build_id());
     if (hdr && !summary) {
         json_t *hj = NULL;
         if (mc_json_from_message(&h->base, &hj, &err) == MC_OK) {
@@ -127,15 +139,22 @@ int mc_cmd_inspect(int argc, char **argv)
     }
     /* Summary state: subjects known to the harness by index, others
      * counted together. */
-    static const char *const subj_names[] = {"sim.metrics", "sim.events", "sim.watermark",
-                                             "ops.incidents", "ops.watermark.detector", "ops.actions",
-                                             "ops.watermark.agent", "ops.decisions", "ops.commands",
+    static const char *const subj_names[] = {"sim.metrics",
+                                             "sim.events",
+                                             "sim.watermark",
+                                             "ops.incidents",
+                                             "ops.watermark.detector",
+                                             "ops.actions",
+                                             "ops.watermark.agent",
+                                             "ops.decisions",
+                                             "ops.commands",
                                              "ops.watermark.orchestrator"};
     enum { NSUBJ = 10 };
     uint64_t tot_rec[NSUBJ + 1] = {0}, tot_bytes[NSUBJ + 1] = {0};
     bucket *buckets = NULL;
     size_t nb = 0, capb = 0;
-    uint64_t records = 0, shown = 0, checkpoints = 0, first_tick = UINT64_MAX, last_tick = 0;
+    uint64_t records = 0, shown = 0, checkpoints = 0, first_tick = UINT64_MAX, last_tick = 0,
+             run_last = 0;
     int rc = MC_EXIT_OK;
     for (;;) {
         mc_trace_record rec;
@@ -168,6 +187,8 @@ int mc_cmd_inspect(int argc, char **argv)
         if (rec.kind != MC_TRACE_KIND_RECORD)
             continue;
         records++;
+        if (rec.tick > run_last)
+            run_last = rec.tick;
         if (rec.tick < lo || rec.tick > hi)
             continue;
         if (n_globs) {
@@ -224,8 +245,9 @@ int mc_cmd_inspect(int argc, char **argv)
         if (m && mc_json_from_message(m, &pj, &err) == MC_OK)
             json_object_set_new(line, "payload", pj);
         else
-            json_object_set_new(line, "payloadError",
-                                json_string(m ? err.msg : "the payload does not decode as the subject's type"));
+            json_object_set_new(
+                line, "payloadError",
+                json_string(m ? err.msg : "the payload does not decode as the subject's type"));
         if (m)
             protobuf_c_message_free_unpacked(m, NULL);
         mc_json_print_line(line);
@@ -236,6 +258,10 @@ int mc_cmd_inspect(int argc, char **argv)
         fprintf(stderr, "microcloud replay inspect: torn: %s\n", p ? p->what : "no footer");
         rc = MC_EXIT_DAMAGED;
     }
+    char sim_cmd[1024];
+    mc_sim_command(h, run_last, sim_cmd, sizeof sim_cmd);
+    if (!summary)
+        fprintf(stderr, "recorded by: %s\n", sim_cmd);
     if (summary) {
         if (json) {
             json_t *o = json_object();
@@ -243,6 +269,7 @@ int mc_cmd_inspect(int argc, char **argv)
             if (mc_json_from_message(&h->base, &hj, &err) == MC_OK)
                 json_object_set_new(o, "header", hj);
             json_object_set_new(o, "state", json_string(mc_trace_state_name(state)));
+            json_object_set_new(o, "recordedBy", json_string(sim_cmd));
             json_object_set_new(o, "records", json_integer((json_int_t)records));
             json_object_set_new(o, "matched", json_integer((json_int_t)shown));
             json_object_set_new(o, "checkpoints", json_integer((json_int_t)checkpoints));
@@ -255,14 +282,15 @@ int mc_cmd_inspect(int argc, char **argv)
             json_object_set_new(o, "bySubject", bs);
             json_t *ranges = json_array();
             for (size_t i = 0; i < nb; i++) {
-                json_t *bj = json_pack("{s:I,s:I,s:I,s:I}", "firstTick", (json_int_t)buckets[i].first,
-                                       "lastTick", (json_int_t)(buckets[i].first + bsize - 1),
-                                       "records", (json_int_t)buckets[i].records, "bytes",
-                                       (json_int_t)buckets[i].bytes);
+                json_t *bj = json_pack(
+                    "{s:I,s:I,s:I,s:I}", "firstTick", (json_int_t)buckets[i].first, "lastTick",
+                    (json_int_t)(buckets[i].first + bsize - 1), "records",
+                    (json_int_t)buckets[i].records, "bytes", (json_int_t)buckets[i].bytes);
                 json_t *sj = json_object();
                 for (size_t k = 0; k < NSUBJ; k++)
                     if (buckets[i].by_subject[k])
-                        json_object_set_new(sj, subj_names[k], json_integer((json_int_t)buckets[i].by_subject[k]));
+                        json_object_set_new(sj, subj_names[k],
+                                            json_integer((json_int_t)buckets[i].by_subject[k]));
                 json_object_set_new(bj, "bySubject", sj);
                 json_array_append_new(ranges, bj);
             }
@@ -275,7 +303,7 @@ int mc_cmd_inspect(int argc, char **argv)
                    mc_trace_state_name(state), records, shown, checkpoints);
             if (shown)
                 printf(", ticks %" PRIu64 "..%" PRIu64, first_tick, last_tick);
-            printf("\n\nper subject:\n");
+            printf("\nrecorded by: %s\n\nper subject:\n", sim_cmd);
             for (size_t i = 0; i <= NSUBJ; i++)
                 if (tot_rec[i])
                     printf("  %-28s %10" PRIu64 " records %12" PRIu64 " bytes\n",
@@ -285,7 +313,8 @@ int mc_cmd_inspect(int argc, char **argv)
                 printf("  %6" PRIu64 "..%-6" PRIu64 " %8" PRIu64 " records:", buckets[i].first,
                        buckets[i].first + bsize - 1, buckets[i].records);
                 for (size_t k = 3; k < NSUBJ; k++)
-                    if (buckets[i].by_subject[k] && strncmp(subj_names[k], "ops.watermark", 13) != 0)
+                    if (buckets[i].by_subject[k] &&
+                        strncmp(subj_names[k], "ops.watermark", 13) != 0)
                         printf(" %s=%" PRIu64, subj_names[k], buckets[i].by_subject[k]);
                 printf(" sim.events=%" PRIu64 "\n", buckets[i].by_subject[1]);
             }

@@ -20,19 +20,19 @@
 
 static void publish_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: microcloud replay publish TRACE [options]\n"
-            "\n"
-            "Re-publishes the trace's messages into JetStream (NATS_URL, NATS_USER, NATS_PASSWORD,\n"
-            "NATS_TOKEN, NATS_NKEY_SEED_FILE) tick by tick, each re-stamped with replayed = true,\n"
-            "so the dashboard shows the past run. Re-stamping changes the bytes: what is published\n"
-            "is for viewing, not for verification; verify the trace file instead.\n"
-            "\n"
-            "  --speed N            ticks per second (default 1; 0 = as fast as possible)\n"
-            "  --ticks A:B          only ticks A..B\n"
-            "  --subject-prefix P   publish on P<subject> (streams capturing P sim.> and P ops.>)\n"
-            "  --stream-prefix P    stream names P SIM and P OPS\n"
-            "  --json               one JSON object at the end instead of text\n");
+    fprintf(
+        f, "usage: microcloud replay publish TRACE [options]\n"
+           "\n"
+           "Re-publishes the trace's messages into JetStream (NATS_URL, NATS_USER, NATS_PASSWORD,\n"
+           "NATS_TOKEN, NATS_NKEY_SEED_FILE) tick by tick, each re-stamped with replayed = true,\n"
+           "so the dashboard shows the past run. Re-stamping changes the bytes: what is published\n"
+           "is for viewing, not for verification; verify the trace file instead.\n"
+           "\n"
+           "  --speed N            ticks per second (default 1; 0 = as fast as possible)\n"
+           "  --ticks A:B          only ticks A..B\n"
+           "  --subject-prefix P   publish on P<subject> (streams capturing P sim.> and P ops.>)\n"
+           "  --stream-prefix P    stream names P SIM and P OPS\n"
+           "  --json               one JSON object at the end instead of text\n");
 }
 
 typedef struct pub_env {
@@ -61,11 +61,13 @@ static void sleep_until(uint64_t t_ms)
 int mc_cmd_publish(int argc, char **argv)
 {
     enum { O_SPEED = 1000, O_TICKS, O_SPFX, O_STPFX, O_JSON, O_HELP };
-    static const struct option opts[] = {
-        {"speed", required_argument, 0, O_SPEED},        {"ticks", required_argument, 0, O_TICKS},
-        {"subject-prefix", required_argument, 0, O_SPFX}, {"stream-prefix", required_argument, 0, O_STPFX},
-        {"json", no_argument, 0, O_JSON},                {"help", no_argument, 0, O_HELP},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"speed", required_argument, 0, O_SPEED},
+                                         {"ticks", required_argument, 0, O_TICKS},
+                                         {"subject-prefix", required_argument, 0, O_SPFX},
+                                         {"stream-prefix", required_argument, 0, O_STPFX},
+                                         {"json", no_argument, 0, O_JSON},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
     double speed = 1.0;
     uint64_t lo = 0, hi = UINT64_MAX;
     const char *subject_prefix = "", *stream_prefix = NULL;
@@ -99,7 +101,8 @@ int mc_cmd_publish(int argc, char **argv)
         case O_SPFX: subject_prefix = optarg; break;
         case O_STPFX: stream_prefix = optarg; break;
         case O_JSON: json = true; break;
-        case O_HELP: case 'h': publish_usage(stdout); return MC_EXIT_OK;
+        case O_HELP:
+        case 'h': publish_usage(stdout); return MC_EXIT_OK;
         default: publish_usage(stderr); return MC_EXIT_USAGE;
         }
     }
@@ -111,7 +114,8 @@ int mc_cmd_publish(int argc, char **argv)
     mc_error err = {0};
     pub_env env;
     memset(&env, 0, sizeof env);
-    if (mc_config_load(pub_vars, sizeof pub_vars / sizeof pub_vars[0], &env, NULL, NULL, &err) != MC_OK) {
+    if (mc_config_load(pub_vars, sizeof pub_vars / sizeof pub_vars[0], &env, NULL, NULL, &err) !=
+        MC_OK) {
         fprintf(stderr, "microcloud replay publish: %s\n", err.msg);
         return MC_EXIT_USAGE;
     }
@@ -138,9 +142,11 @@ int mc_cmd_publish(int argc, char **argv)
     uint64_t started = now_ms();
     snprintf(id_run, sizeof id_run, "replay@%" PRIu64 ":%s", started, h->run_id ? h->run_id : "");
     if (!json)
-        printf("microcloud replay publish %s: scenario %s, seed %" PRIu64 ", run %s, build %s, speed %g "
+        printf("microcloud replay publish %s: scenario %s, seed %" PRIu64
+               ", run %s, build %s, speed %g "
                "ticks/s\nreproduce: %s replay publish %s --speed %g\n",
-               path, h->scenario, h->seed, h->run_id, mc_trace_build_id(), speed, mc_prog, path, speed);
+               path, h->scenario, h->seed, h->run_id, mc_trace_build_id(), speed, mc_prog, path,
+               speed);
     uint64_t published = 0, ticks = 0, cur_tick = UINT64_MAX, first_tick_ms = started;
     int rc = MC_EXIT_OK;
     uint8_t *buf = NULL;
@@ -167,7 +173,8 @@ int mc_cmd_publish(int argc, char **argv)
         ProtobufCMessage *m = mc_subject_unpack(rec.subject, rec.payload, rec.payload_len);
         Common__V1__Stamp *stamp = mc_message_stamp(m);
         if (!m || !stamp) {
-            fprintf(stderr, "microcloud replay publish: record %" PRIu64 " (%s) does not decode; skipped\n",
+            fprintf(stderr,
+                    "microcloud replay publish: record %" PRIu64 " (%s) does not decode; skipped\n",
                     rec.sequence, rec.subject);
             if (m)
                 protobuf_c_message_free_unpacked(m, NULL);
@@ -206,16 +213,16 @@ int mc_cmd_publish(int argc, char **argv)
     uint64_t acked = mc_bus_published(bus), dups = mc_bus_publish_duplicates(bus),
              failures = mc_bus_publish_failures(bus);
     if (json) {
-        json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:b}", "command", "replay publish",
-                              "trace", path, "scenario", h->scenario ? h->scenario : "", "seed",
-                              (json_int_t)h->seed, "build", mc_trace_build_id(), "ticks",
-                              (json_int_t)ticks, "published", (json_int_t)published, "acked",
-                              (json_int_t)acked, "duplicates", (json_int_t)dups, "failures",
-                              (json_int_t)failures, "ok", rc == MC_EXIT_OK);
+        json_t *o =
+            json_pack("{s:s,s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:b}", "command", "replay publish",
+                      "trace", path, "scenario", h->scenario ? h->scenario : "", "seed",
+                      (json_int_t)h->seed, "build", mc_trace_build_id(), "ticks", (json_int_t)ticks,
+                      "published", (json_int_t)published, "acked", (json_int_t)acked, "duplicates",
+                      (json_int_t)dups, "failures", (json_int_t)failures, "ok", rc == MC_EXIT_OK);
         mc_json_print_line(o);
     } else {
-        printf("published %" PRIu64 " messages of %" PRIu64 " ticks (acked %" PRIu64 ", duplicates %" PRIu64
-               ", failed %" PRIu64 ")\n",
+        printf("published %" PRIu64 " messages of %" PRIu64 " ticks (acked %" PRIu64
+               ", duplicates %" PRIu64 ", failed %" PRIu64 ")\n",
                published, ticks, acked, dups, failures);
     }
     free(buf);

@@ -14,32 +14,33 @@
 
 static void sim_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: microcloud sim --scenario NAME|FILE [options]\n"
-            "\n"
-            "Runs the engine, detector, agent and orchestrator cores in one process in lockstep\n"
-            "(no NATS, no PostgreSQL), records every message in a trace and prints a scorecard.\n"
-            "\n"
-            "  --scenario NAME|FILE    scenario name (looked up in the scenario folder) or a file\n"
-            "  --scenario-dir DIR      scenario folder (default $MC_SCENARIO_DIR or %s)\n"
-            "  --seed N                seed (default 42)\n"
-            "  --ticks N               ticks to run (default 600)\n"
-            "  --approval MODE         auto | manual | auto-low-risk (default auto)\n"
-            "  --decisions FILE        scripted human decisions (traces/README.md)\n"
-            "  --trace FILE            write the trace here (refuses to overwrite without --force)\n"
-            "  --force                 overwrite an existing trace file\n"
-            "  --start-time MS         header start time, ms since the epoch (default: now);\n"
-            "                          fix it to make two recordings byte-identical\n"
-            "  --nodes N, --services N topology size knobs (generated nodes/services added)\n"
-            "  --override K=V          change a rule: detector.<rule>[.<field>]=V or\n"
-            "                          decider.<rule>.<field>=V (repeatable)\n"
-            "  --detector-rules FILE   detection rules file (pipeline/detector/RULES.md)\n"
-            "  --decider-rules FILE    decision rules file (pipeline/decider/RULES.md)\n"
-            "  --json                  print one JSON object instead of text\n"
-            "  --quiet                 no scorecard in text mode\n"
-            "\n"
-            "TRACE_SIGNING_KEY (a key file, replay/trace/FORMAT.md) signs the trace.\n",
-            MC_DEFAULT_SCENARIO_DIR);
+    fprintf(
+        f,
+        "usage: microcloud sim --scenario NAME|FILE [options]\n"
+        "\n"
+        "Runs the engine, detector, agent and orchestrator cores in one process in lockstep\n"
+        "(no NATS, no PostgreSQL), records every message in a trace and prints a scorecard.\n"
+        "\n"
+        "  --scenario NAME|FILE    scenario name (looked up in the scenario folder) or a file\n"
+        "  --scenario-dir DIR      scenario folder (default $MC_SCENARIO_DIR or %s)\n"
+        "  --seed N                seed (default 42)\n"
+        "  --ticks N               ticks to run (default 600)\n"
+        "  --approval MODE         auto | manual | auto-low-risk (default auto)\n"
+        "  --decisions FILE        scripted human decisions (traces/README.md)\n"
+        "  --trace FILE            write the trace here (refuses to overwrite without --force)\n"
+        "  --force                 overwrite an existing trace file\n"
+        "  --start-time MS         header start time, ms since the epoch (default: now);\n"
+        "                          fix it to make two recordings byte-identical\n"
+        "  --nodes N, --services N topology size knobs (generated nodes/services added)\n"
+        "  --override K=V          change a rule: detector.<rule>[.<field>]=V or\n"
+        "                          decider.<rule>.<field>=V (repeatable)\n"
+        "  --detector-rules FILE   detection rules file (pipeline/detector/RULES.md)\n"
+        "  --decider-rules FILE    decision rules file (pipeline/decider/RULES.md)\n"
+        "  --json                  print one JSON object instead of text\n"
+        "  --quiet                 no scorecard in text mode\n"
+        "\n"
+        "TRACE_SIGNING_KEY (a key file, replay/trace/FORMAT.md) signs the trace.\n",
+        MC_DEFAULT_SCENARIO_DIR);
 }
 
 typedef struct sim_sink {
@@ -53,7 +54,8 @@ static mc_status sink_record(void *ctx, uint64_t tick, uint32_t stage, const cha
 {
     sim_sink *s = ctx;
     if (s->w) {
-        mc_status st = mc_trace_writer_append(s->w, tick, stage, subject, producer, seq, p, len, err);
+        mc_status st =
+            mc_trace_writer_append(s->w, tick, stage, subject, producer, seq, p, len, err);
         if (st != MC_OK)
             return st;
     }
@@ -91,19 +93,43 @@ static int parse_u64(const char *flag, const char *v, uint64_t *out)
 
 int mc_cmd_sim(int argc, char **argv)
 {
-    enum { O_SCEN = 1000, O_DIR, O_SEED, O_TICKS, O_APPR, O_DEC, O_TRACE, O_FORCE, O_START,
-           O_NODES, O_SVCS, O_OVR, O_DRULES, O_ARULES, O_JSON, O_QUIET, O_HELP };
-    static const struct option opts[] = {
-        {"scenario", required_argument, 0, O_SCEN}, {"scenario-dir", required_argument, 0, O_DIR},
-        {"seed", required_argument, 0, O_SEED},     {"ticks", required_argument, 0, O_TICKS},
-        {"approval", required_argument, 0, O_APPR}, {"decisions", required_argument, 0, O_DEC},
-        {"trace", required_argument, 0, O_TRACE},   {"force", no_argument, 0, O_FORCE},
-        {"start-time", required_argument, 0, O_START}, {"nodes", required_argument, 0, O_NODES},
-        {"services", required_argument, 0, O_SVCS}, {"override", required_argument, 0, O_OVR},
-        {"detector-rules", required_argument, 0, O_DRULES},
-        {"decider-rules", required_argument, 0, O_ARULES}, {"json", no_argument, 0, O_JSON},
-        {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, O_HELP},
-        {0, 0, 0, 0}};
+    enum {
+        O_SCEN = 1000,
+        O_DIR,
+        O_SEED,
+        O_TICKS,
+        O_APPR,
+        O_DEC,
+        O_TRACE,
+        O_FORCE,
+        O_START,
+        O_NODES,
+        O_SVCS,
+        O_OVR,
+        O_DRULES,
+        O_ARULES,
+        O_JSON,
+        O_QUIET,
+        O_HELP
+    };
+    static const struct option opts[] = {{"scenario", required_argument, 0, O_SCEN},
+                                         {"scenario-dir", required_argument, 0, O_DIR},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"ticks", required_argument, 0, O_TICKS},
+                                         {"approval", required_argument, 0, O_APPR},
+                                         {"decisions", required_argument, 0, O_DEC},
+                                         {"trace", required_argument, 0, O_TRACE},
+                                         {"force", no_argument, 0, O_FORCE},
+                                         {"start-time", required_argument, 0, O_START},
+                                         {"nodes", required_argument, 0, O_NODES},
+                                         {"services", required_argument, 0, O_SVCS},
+                                         {"override", required_argument, 0, O_OVR},
+                                         {"detector-rules", required_argument, 0, O_DRULES},
+                                         {"decider-rules", required_argument, 0, O_ARULES},
+                                         {"json", no_argument, 0, O_JSON},
+                                         {"quiet", no_argument, 0, O_QUIET},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
     const char *scenario = NULL, *dir = mc_default_scenario_dir(), *approval = "auto";
     const char *decisions = NULL, *trace = NULL, *drules = NULL, *arules = NULL;
     uint64_t seed = 42, ticks = 600, start_ms = 0, nodes = 0, services = 0;
@@ -116,18 +142,31 @@ int mc_cmd_sim(int argc, char **argv)
         switch (c) {
         case O_SCEN: scenario = optarg; break;
         case O_DIR: dir = optarg; break;
-        case O_SEED: if (parse_u64("--seed", optarg, &seed)) return MC_EXIT_USAGE; break;
-        case O_TICKS: if (parse_u64("--ticks", optarg, &ticks)) return MC_EXIT_USAGE; break;
+        case O_SEED:
+            if (parse_u64("--seed", optarg, &seed))
+                return MC_EXIT_USAGE;
+            break;
+        case O_TICKS:
+            if (parse_u64("--ticks", optarg, &ticks))
+                return MC_EXIT_USAGE;
+            break;
         case O_APPR: approval = optarg; break;
         case O_DEC: decisions = optarg; break;
         case O_TRACE: trace = optarg; break;
         case O_FORCE: force = true; break;
         case O_START:
-            if (parse_u64("--start-time", optarg, &start_ms)) return MC_EXIT_USAGE;
+            if (parse_u64("--start-time", optarg, &start_ms))
+                return MC_EXIT_USAGE;
             have_start = true;
             break;
-        case O_NODES: if (parse_u64("--nodes", optarg, &nodes)) return MC_EXIT_USAGE; break;
-        case O_SVCS: if (parse_u64("--services", optarg, &services)) return MC_EXIT_USAGE; break;
+        case O_NODES:
+            if (parse_u64("--nodes", optarg, &nodes))
+                return MC_EXIT_USAGE;
+            break;
+        case O_SVCS:
+            if (parse_u64("--services", optarg, &services))
+                return MC_EXIT_USAGE;
+            break;
         case O_OVR:
             if (n_over == 64) {
                 fprintf(stderr, "microcloud sim: at most 64 --override flags\n");
@@ -139,7 +178,8 @@ int mc_cmd_sim(int argc, char **argv)
         case O_ARULES: arules = optarg; break;
         case O_JSON: json = true; break;
         case O_QUIET: quiet = true; break;
-        case O_HELP: case 'h': sim_usage(stdout); return MC_EXIT_OK;
+        case O_HELP:
+        case 'h': sim_usage(stdout); return MC_EXIT_OK;
         default: sim_usage(stderr); return MC_EXIT_USAGE;
         }
     }
@@ -252,7 +292,8 @@ int mc_cmd_sim(int argc, char **argv)
     }
 
     if (!json) {
-        printf("microcloud sim: scenario %s, seed %" PRIu64 ", %" PRIu64 " ticks, approval %s, build %s\n",
+        printf("microcloud sim: scenario %s, seed %" PRIu64 ", %" PRIu64
+               " ticks, approval %s, build %s\n",
                spec, seed, ticks, mc_approval_mode_name(setup.approval_mode), mc_trace_build_id());
         printf("reproduce: %s\n", repro);
         fflush(stdout);
@@ -307,33 +348,37 @@ int mc_cmd_sim(int argc, char **argv)
         json_object_set_new(o, "scenario", json_string(spec));
         json_object_set_new(o, "seed", json_integer((json_int_t)seed));
         json_object_set_new(o, "ticks", json_integer((json_int_t)ticks));
-        json_object_set_new(o, "approvalMode", json_string(mc_approval_mode_name(setup.approval_mode)));
+        json_object_set_new(o, "approvalMode",
+                            json_string(mc_approval_mode_name(setup.approval_mode)));
         json_object_set_new(o, "build", json_string(mc_trace_build_id()));
         json_object_set_new(o, "runId", json_string(mc_engine_run_id(&loop.engine)));
         json_object_set_new(o, "reproduce", json_string(repro));
         json_object_set_new(o, "runHash", json_string(hash));
         if (trace)
-            json_object_set_new(o, "trace", json_pack("{s:s,s:I,s:I,s:I,s:b}", "path", trace, "records",
-                                                      (json_int_t)fi.record_count, "checkpoints",
-                                                      (json_int_t)fi.checkpoint_count, "bytes",
-                                                      (json_int_t)fi.bytes, "signed", fi.is_signed));
+            json_object_set_new(o, "trace",
+                                json_pack("{s:s,s:I,s:I,s:I,s:b}", "path", trace, "records",
+                                          (json_int_t)fi.record_count, "checkpoints",
+                                          (json_int_t)fi.checkpoint_count, "bytes",
+                                          (json_int_t)fi.bytes, "signed", fi.is_signed));
         json_object_set_new(o, "inputErrors", json_integer((json_int_t)loop.input_errors));
         json_t *dec = json_array();
         for (size_t i = 0; i < script.count; i++)
             json_array_append_new(dec, json_pack("{s:i,s:I,s:i}", "line", (int)script.items[i].line,
-                                                 "tick", (json_int_t)script.items[i].tick, "applied",
-                                                 (int)script.items[i].applied));
+                                                 "tick", (json_int_t)script.items[i].tick,
+                                                 "applied", (int)script.items[i].applied));
         json_object_set_new(o, "decisions", dec);
         json_object_set_new(o, "scorecard", mc_scorecard_json(&score));
         mc_json_print_line(o);
     } else {
         if (trace)
-            printf("trace: %s (%" PRIu64 " records, %" PRIu64 " checkpoints, %" PRIu64 " bytes%s)\n",
+            printf("trace: %s (%" PRIu64 " records, %" PRIu64 " checkpoints, %" PRIu64
+                   " bytes%s)\n",
                    trace, fi.record_count, fi.checkpoint_count, fi.bytes,
                    fi.is_signed ? ", signed" : "");
         for (size_t i = 0; i < script.count; i++)
             if (script.items[i].applied == 0)
-                printf("note: decision at %s line %u (tick %" PRIu64 ") matched no pending action\n",
+                printf("note: decision at %s line %u (tick %" PRIu64
+                       ") matched no pending action\n",
                        decisions, script.items[i].line, script.items[i].tick);
         if (loop.input_errors)
             printf("note: %" PRIu64 " inputs refused by a core; last: %s\n", loop.input_errors,

@@ -16,26 +16,27 @@
 
 static void verify_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: microcloud replay verify TRACE [options]\n"
-            "\n"
-            "Checks the trace's integrity (checksums, hash chain, order, footer, signature), then\n"
-            "re-drives the chosen cores with their recorded inputs and compares what they emit\n"
-            "with the recorded messages, byte for byte, and their digests with the checkpoints.\n"
-            "Exit: 0 identical, 1 diverged, 2 damaged, torn or incompatible.\n"
-            "\n"
-            "  --component C           engine | detector | agent | orchestrator | all (default all);\n"
-            "                          none reads and decodes only\n"
-            "  --pubkey FILE           the trace must be signed with this Ed25519 public key\n"
-            "  --scenario NAME|FILE    scenario to re-drive the engine with (default: the header's)\n"
-            "  --scenario-dir DIR      where to find it (default $MC_SCENARIO_DIR or %s)\n"
-            "  --override K=V          change a rule before re-driving (as for sim; repeatable)\n"
-            "  --detector-rules FILE   detection rules file\n"
-            "  --decider-rules FILE    decision rules file\n"
-            "  --max-diffs N           field differences shown (default 20)\n"
-            "  --quiet                 no scorecard\n"
-            "  --json                  one JSON object instead of text\n",
-            MC_DEFAULT_SCENARIO_DIR);
+    fprintf(
+        f,
+        "usage: microcloud replay verify TRACE [options]\n"
+        "\n"
+        "Checks the trace's integrity (checksums, hash chain, order, footer, signature), then\n"
+        "re-drives the chosen cores with their recorded inputs and compares what they emit\n"
+        "with the recorded messages, byte for byte, and their digests with the checkpoints.\n"
+        "Exit: 0 identical, 1 diverged, 2 damaged, torn or incompatible.\n"
+        "\n"
+        "  --component C           engine | detector | agent | orchestrator | all (default all);\n"
+        "                          none reads and decodes only\n"
+        "  --pubkey FILE           the trace must be signed with this Ed25519 public key\n"
+        "  --scenario NAME|FILE    scenario to re-drive the engine with (default: the header's)\n"
+        "  --scenario-dir DIR      where to find it (default $MC_SCENARIO_DIR or %s)\n"
+        "  --override K=V          change a rule before re-driving (as for sim; repeatable)\n"
+        "  --detector-rules FILE   detection rules file\n"
+        "  --decider-rules FILE    decision rules file\n"
+        "  --max-diffs N           field differences shown (default 20)\n"
+        "  --quiet                 no scorecard\n"
+        "  --json                  one JSON object instead of text\n",
+        MC_DEFAULT_SCENARIO_DIR);
 }
 
 typedef struct vprog {
@@ -50,20 +51,40 @@ static void on_progress(void *ctx, uint64_t tick, uint64_t offset)
 
 static const char *verdict_name(mc_redrive_verdict v)
 {
-    return v == MC_REDRIVE_IDENTICAL ? "identical" : v == MC_REDRIVE_DIVERGED ? "diverged" : "damaged";
+    return v == MC_REDRIVE_IDENTICAL  ? "identical"
+           : v == MC_REDRIVE_DIVERGED ? "diverged"
+                                      : "damaged";
 }
 
 int mc_cmd_verify(int argc, char **argv)
 {
-    enum { O_COMP = 1000, O_PUB, O_SCEN, O_DIR, O_OVR, O_DRULES, O_ARULES, O_MAX, O_QUIET, O_JSON, O_HELP };
-    static const struct option opts[] = {
-        {"component", required_argument, 0, O_COMP}, {"pubkey", required_argument, 0, O_PUB},
-        {"scenario", required_argument, 0, O_SCEN},  {"scenario-dir", required_argument, 0, O_DIR},
-        {"override", required_argument, 0, O_OVR},   {"detector-rules", required_argument, 0, O_DRULES},
-        {"decider-rules", required_argument, 0, O_ARULES}, {"max-diffs", required_argument, 0, O_MAX},
-        {"quiet", no_argument, 0, O_QUIET},          {"json", no_argument, 0, O_JSON},
-        {"help", no_argument, 0, O_HELP},            {0, 0, 0, 0}};
-    const char *component = "all", *pubkey = NULL, *scenario = NULL, *dir = mc_default_scenario_dir();
+    enum {
+        O_COMP = 1000,
+        O_PUB,
+        O_SCEN,
+        O_DIR,
+        O_OVR,
+        O_DRULES,
+        O_ARULES,
+        O_MAX,
+        O_QUIET,
+        O_JSON,
+        O_HELP
+    };
+    static const struct option opts[] = {{"component", required_argument, 0, O_COMP},
+                                         {"pubkey", required_argument, 0, O_PUB},
+                                         {"scenario", required_argument, 0, O_SCEN},
+                                         {"scenario-dir", required_argument, 0, O_DIR},
+                                         {"override", required_argument, 0, O_OVR},
+                                         {"detector-rules", required_argument, 0, O_DRULES},
+                                         {"decider-rules", required_argument, 0, O_ARULES},
+                                         {"max-diffs", required_argument, 0, O_MAX},
+                                         {"quiet", no_argument, 0, O_QUIET},
+                                         {"json", no_argument, 0, O_JSON},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
+    const char *component = "all", *pubkey = NULL, *scenario = NULL,
+               *dir = mc_default_scenario_dir();
     const char *drules = NULL, *arules = NULL;
     const char *overrides[64];
     size_t n_over = 0, max_diffs = 20;
@@ -88,7 +109,8 @@ int mc_cmd_verify(int argc, char **argv)
         case O_MAX: max_diffs = (size_t)strtoul(optarg, NULL, 10); break;
         case O_QUIET: quiet = true; break;
         case O_JSON: json = true; break;
-        case O_HELP: case 'h': verify_usage(stdout); return MC_EXIT_OK;
+        case O_HELP:
+        case 'h': verify_usage(stdout); return MC_EXIT_OK;
         default: verify_usage(stderr); return MC_EXIT_USAGE;
         }
     }
@@ -162,8 +184,7 @@ int mc_cmd_verify(int argc, char **argv)
     mc_shell_append(repro, sizeof repro, "verify");
     mc_shell_append(repro, sizeof repro, path);
     mc_shell_append(repro, sizeof repro, "--component");
-    mc_shell_append(repro, sizeof repro,
-                    r.diverged ? mc_stage_name(r.div.stage) : component);
+    mc_shell_append(repro, sizeof repro, r.diverged ? mc_stage_name(r.div.stage) : component);
     if (scenario) {
         mc_shell_append(repro, sizeof repro, "--scenario");
         mc_shell_append(repro, sizeof repro, scenario);
@@ -184,8 +205,9 @@ int mc_cmd_verify(int argc, char **argv)
     const Trace__V1__TraceHeader *h = r.header;
     json_t *diffs = NULL;
     if (r.diverged && (r.div.has_expected || r.div.has_actual))
-        diffs = mc_msgdiff(r.div.subject, r.div.has_expected ? r.div.expected : NULL, r.div.expected_len,
-                           r.div.has_actual ? r.div.actual : NULL, r.div.actual_len, max_diffs);
+        diffs = mc_msgdiff(r.div.subject, r.div.has_expected ? r.div.expected : NULL,
+                           r.div.expected_len, r.div.has_actual ? r.div.actual : NULL,
+                           r.div.actual_len, max_diffs);
     char hex_e[65], hex_a[65], hash[65];
     mc_scorecard_run_hash(&score, hash);
     int rc = (int)r.verdict;
@@ -201,7 +223,11 @@ int mc_cmd_verify(int argc, char **argv)
             json_object_set_new(o2, "seed", json_integer((json_int_t)h->seed));
             json_object_set_new(o2, "runId", json_string(h->run_id ? h->run_id : ""));
             json_object_set_new(o2, "recordedBy", json_string(h->build_id ? h->build_id : ""));
-            json_object_set_new(o2, "approvalMode", json_string(h->approval_mode ? h->approval_mode : ""));
+            char sim_cmd[1024];
+            mc_sim_command(h, r.last_tick, sim_cmd, sizeof sim_cmd);
+            json_object_set_new(o2, "recordedBy", json_string(sim_cmd));
+            json_object_set_new(o2, "approvalMode",
+                                json_string(h->approval_mode ? h->approval_mode : ""));
         }
         json_object_set_new(o2, "signature", json_string(mc_trace_sig_state_name(r.signature)));
         if (r.problem[0])
@@ -225,17 +251,18 @@ int mc_cmd_verify(int argc, char **argv)
             if (r.div.digest_checked) {
                 mc_digest_hex(r.div.digest_expected, hex_e);
                 mc_digest_hex(r.div.digest_actual, hex_a);
-                json_object_set_new(d, "digest", json_pack("{s:b,s:s,s:s}", "differs",
-                                                           r.div.digest_diverged, "recorded", hex_e,
-                                                           "redriven", hex_a));
+                json_object_set_new(d, "digest",
+                                    json_pack("{s:b,s:s,s:s}", "differs", r.div.digest_diverged,
+                                              "recorded", hex_e, "redriven", hex_a));
             }
             if (r.has_first_digest) {
                 mc_digest_hex(r.first_digest.digest_expected, hex_e);
                 mc_digest_hex(r.first_digest.digest_actual, hex_a);
                 json_object_set_new(d, "firstDigestDivergence",
-                                    json_pack("{s:I,s:s,s:s,s:s}", "tick", (json_int_t)r.first_digest.tick,
-                                              "component", mc_stage_name(r.first_digest.stage),
-                                              "recorded", hex_e, "redriven", hex_a));
+                                    json_pack("{s:I,s:s,s:s,s:s}", "tick",
+                                              (json_int_t)r.first_digest.tick, "component",
+                                              mc_stage_name(r.first_digest.stage), "recorded",
+                                              hex_e, "redriven", hex_a));
             }
             json_object_set_new(o2, "divergence", d);
         }
@@ -246,8 +273,14 @@ int mc_cmd_verify(int argc, char **argv)
     } else {
         printf("microcloud replay verify %s (component %s), build %s\n", path, component,
                mc_trace_build_id());
+        char sim_cmd[1024] = "";
         if (h)
-            printf("  recorded: scenario %s, seed %" PRIu64 ", run %s, approval %s, mode %s, by build %s\n",
+            mc_sim_command(h, r.last_tick, sim_cmd, sizeof sim_cmd);
+        if (h)
+            printf("  recorded by: %s\n", sim_cmd);
+        if (h)
+            printf("  recorded: scenario %s, seed %" PRIu64
+                   ", run %s, approval %s, mode %s, by build %s\n",
                    h->scenario, h->seed, h->run_id, h->approval_mode, h->mode, h->build_id);
         printf("  integrity: %s; signature: %s\n",
                r.verdict == MC_REDRIVE_DAMAGED ? r.problem : "clean",
@@ -272,15 +305,17 @@ int mc_cmd_verify(int argc, char **argv)
             if (r.div.digest_checked) {
                 mc_digest_hex(r.div.digest_expected, hex_e);
                 mc_digest_hex(r.div.digest_actual, hex_a);
-                printf("  %s digest at the end of tick %" PRIu64 ": %s\n    recorded  %s\n    re-driven %s\n",
+                printf("  %s digest at the end of tick %" PRIu64
+                       ": %s\n    recorded  %s\n    re-driven %s\n",
                        mc_stage_name(r.div.stage), r.div.tick,
                        r.div.digest_diverged ? "DIFFERS" : "same", hex_e, hex_a);
             }
-            if (r.has_first_digest && (r.first_digest.tick != r.div.tick ||
-                                       r.first_digest.stage != r.div.stage)) {
+            if (r.has_first_digest &&
+                (r.first_digest.tick != r.div.tick || r.first_digest.stage != r.div.stage)) {
                 mc_digest_hex(r.first_digest.digest_expected, hex_e);
                 mc_digest_hex(r.first_digest.digest_actual, hex_a);
-                printf("  the %s's state digest first differed at tick %" PRIu64 ":\n    recorded  %s\n    re-driven %s\n",
+                printf("  the %s's state digest first differed at tick %" PRIu64
+                       ":\n    recorded  %s\n    re-driven %s\n",
                        mc_stage_name(r.first_digest.stage), r.first_digest.tick, hex_e, hex_a);
             }
         } else if (r.verdict == MC_REDRIVE_IDENTICAL) {
@@ -289,7 +324,8 @@ int mc_cmd_verify(int argc, char **argv)
                    r.ticks_driven, r.records, r.samples);
         }
         if (r.input_errors)
-            printf("  note: %" PRIu64 " recorded inputs were refused by a core (as live)\n", r.input_errors);
+            printf("  note: %" PRIu64 " recorded inputs were refused by a core (as live)\n",
+                   r.input_errors);
         if (!quiet && r.verdict != MC_REDRIVE_DAMAGED)
             mc_scorecard_print(&score, stdout);
         printf("verdict: %s\n", verdict_name(r.verdict));

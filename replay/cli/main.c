@@ -14,7 +14,8 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  sim              run the closed loop (engine, detector, agent, orchestrator) in\n"
-            "                   lockstep, with no NATS or PostgreSQL; record a trace; print a scorecard\n"
+            "                   lockstep, with no NATS or PostgreSQL; record a trace; print a "
+            "scorecard\n"
             "  replay verify    check a trace's integrity, re-drive its cores and compare\n"
             "  replay diff      compare two traces: first divergence, digests, decisions\n"
             "  replay inspect   print a trace's records as JSON lines, or a summary\n"
@@ -45,7 +46,8 @@ int main(int argc, char **argv)
         return mc_cmd_sim(argc - 1, argv + 1);
     if (strcmp(cmd, "replay") == 0) {
         if (argc < 3 || strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
-            printf("usage: microcloud replay verify|diff|inspect|publish ... (each takes --help)\n");
+            printf(
+                "usage: microcloud replay verify|diff|inspect|publish ... (each takes --help)\n");
             return argc < 3 ? MC_EXIT_USAGE : MC_EXIT_OK;
         }
         const char *sub = argv[2];

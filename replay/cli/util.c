@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "harness/setup.h"
+#include "trace/v1/trace.pb-c.h"
 
 const char *mc_prog = "microcloud";
 
@@ -87,4 +89,41 @@ const char *mc_default_scenario_dir(void)
 {
     const char *e = getenv("MC_SCENARIO_DIR");
     return e && *e ? e : MC_DEFAULT_SCENARIO_DIR;
+}
+
+void mc_sim_command(const Trace__V1__TraceHeader *h, uint64_t ticks, char *buf, size_t cap)
+{
+    char name[MC_SCENARIO_ID_MAX] = "?", num[32];
+    uint32_t nodes = 0, services = 0;
+    mc_error err = {0};
+    buf[0] = '\0';
+    if (mc_setup_spec_parse(h->scenario ? h->scenario : "", name, &nodes, &services, &err) != MC_OK)
+        snprintf(name, sizeof name, "?");
+    mc_shell_append(buf, cap, mc_prog);
+    mc_shell_append(buf, cap, "sim");
+    mc_shell_append(buf, cap, "--scenario");
+    mc_shell_append(buf, cap, name);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)h->seed);
+    mc_shell_append(buf, cap, "--seed");
+    mc_shell_append(buf, cap, num);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)ticks);
+    mc_shell_append(buf, cap, "--ticks");
+    mc_shell_append(buf, cap, num);
+    mc_shell_append(buf, cap, "--approval");
+    mc_shell_append(buf, cap, h->approval_mode && h->approval_mode[0] ? h->approval_mode : "auto");
+    if (nodes) {
+        snprintf(num, sizeof num, "%u", nodes);
+        mc_shell_append(buf, cap, "--nodes");
+        mc_shell_append(buf, cap, num);
+    }
+    if (services) {
+        snprintf(num, sizeof num, "%u", services);
+        mc_shell_append(buf, cap, "--services");
+        mc_shell_append(buf, cap, num);
+    }
+    snprintf(num, sizeof num, "%lld", (long long)h->start_time_unix_ms);
+    mc_shell_append(buf, cap, "--start-time");
+    mc_shell_append(buf, cap, num);
+    mc_shell_append(buf, cap, "--trace");
+    mc_shell_append(buf, cap, "run.mctrace");
 }

@@ -116,7 +116,8 @@ void mc_loop_digests(const mc_loop *l, mc_trace_digest out[MC_LOOP_CORES])
 
 /* A refused input: counted (see loop.h). Out of memory and broken
  * invariants stop the run. */
-static mc_status input_result(mc_loop *l, mc_status st, const char *what, mc_error *e, mc_error *err)
+static mc_status input_result(mc_loop *l, mc_status st, const char *what, mc_error *e,
+                              mc_error *err)
 {
     if (st == MC_OK)
         return MC_OK;
@@ -191,9 +192,9 @@ static mc_status apply_script(mc_loop *l, uint64_t tick, mc_error *err)
         }
         for (size_t i = 0; i < n_ids; i++) {
             mc_error e = {0};
-            mc_status st = mc_approval_on_human_decision(&l->approval, ids[i], d->approve,
-                                                         MC_SCRIPT_ACTOR, d->reason, &l->out_orch,
-                                                         NULL, &e);
+            mc_status st =
+                mc_approval_on_human_decision(&l->approval, ids[i], d->approve, MC_SCRIPT_ACTOR,
+                                              d->reason, &l->out_orch, NULL, &e);
             if (st == MC_OK)
                 d->applied++;
             else if ((st = input_result(l, st, "human decision", &e, err)) != MC_OK) {
@@ -220,7 +221,8 @@ mc_status mc_loop_step(mc_loop *l, const mc_loop_sink *sink, mc_error *err)
         return mc_error_wrap(err, "engine step %llu", (unsigned long long)tick);
     if (mc_engine_tick(&l->engine) != tick)
         return mc_error_set(err, MC_ERR_INTERNAL, "engine stepped to %llu, expected %llu",
-                            (unsigned long long)mc_engine_tick(&l->engine), (unsigned long long)tick);
+                            (unsigned long long)mc_engine_tick(&l->engine),
+                            (unsigned long long)tick);
 
     /* Stage 1: engine messages to the detector, decider and approval. */
     for (size_t i = 0; i < l->out_engine.len && st == MC_OK; i++) {
@@ -231,8 +233,9 @@ mc_status mc_loop_step(mc_loop *l, const mc_loop_sink *sink, mc_error *err)
         if (!pm)
             return mc_error_set(err, MC_ERR_INTERNAL, "engine emitted undecodable %s", m->subject);
         if (strcmp(m->subject, "sim.metrics") == 0) {
-            st = input_result(l, mc_detector_on_snapshot(&l->detector, (Sim__V1__MetricSnapshot *)pm,
-                                                         &l->out_detector, &e),
+            st = input_result(l,
+                              mc_detector_on_snapshot(&l->detector, (Sim__V1__MetricSnapshot *)pm,
+                                                      &l->out_detector, &e),
                               "detector snapshot", &e, err);
         } else if (strcmp(m->subject, "sim.events") == 0) {
             const Sim__V1__SimulationEvent *ev = (const Sim__V1__SimulationEvent *)pm;
@@ -258,7 +261,8 @@ mc_status mc_loop_step(mc_loop *l, const mc_loop_sink *sink, mc_error *err)
             break;
         ProtobufCMessage *pm = mc_subject_unpack(m->subject, m->payload, m->len);
         if (!pm)
-            return mc_error_set(err, MC_ERR_INTERNAL, "detector emitted undecodable %s", m->subject);
+            return mc_error_set(err, MC_ERR_INTERNAL, "detector emitted undecodable %s",
+                                m->subject);
         if (strcmp(m->subject, "ops.incidents") == 0) {
             const Ops__V1__Incident *inc = (const Ops__V1__Incident *)pm;
             st = input_result(l, mc_decider_on_incident(&l->decider, inc, &l->out_agent, &e),
@@ -285,9 +289,9 @@ mc_status mc_loop_step(mc_loop *l, const mc_loop_sink *sink, mc_error *err)
         if (!pm)
             return mc_error_set(err, MC_ERR_INTERNAL, "decider emitted undecodable %s", m->subject);
         if (strcmp(m->subject, "ops.actions") == 0) {
-            st = input_result(l, mc_approval_on_action(&l->approval, (Ops__V1__Action *)pm,
-                                                       &l->out_orch, &e),
-                              "approval action", &e, err);
+            st = input_result(
+                l, mc_approval_on_action(&l->approval, (Ops__V1__Action *)pm, &l->out_orch, &e),
+                "approval action", &e, err);
         } else {
             uint64_t wt = ((Ops__V1__Watermark *)pm)->tick;
             st = apply_script(l, tick, err);
@@ -308,14 +312,17 @@ mc_status mc_loop_step(mc_loop *l, const mc_loop_sink *sink, mc_error *err)
             continue;
         ProtobufCMessage *pm = mc_subject_unpack(m->subject, m->payload, m->len);
         if (!pm)
-            return mc_error_set(err, MC_ERR_INTERNAL, "approval emitted undecodable %s", m->subject);
+            return mc_error_set(err, MC_ERR_INTERNAL, "approval emitted undecodable %s",
+                                m->subject);
         if (strcmp(m->subject, "ops.decisions") == 0)
-            st = input_result(l, mc_decider_on_decision(&l->decider, (Ops__V1__ApprovalDecision *)pm,
-                                                        &l->out_agent, &e),
+            st = input_result(l,
+                              mc_decider_on_decision(&l->decider, (Ops__V1__ApprovalDecision *)pm,
+                                                     &l->out_agent, &e),
                               "decider decision", &e, err);
         else
-            st = input_result(l, mc_engine_apply_command(&l->engine, (Ops__V1__ApplyActionCommand *)pm, &e),
-                              "engine command", &e, err);
+            st = input_result(
+                l, mc_engine_apply_command(&l->engine, (Ops__V1__ApplyActionCommand *)pm, &e),
+                "engine command", &e, err);
         protobuf_c_message_free_unpacked(pm, NULL);
     }
     if (st != MC_OK)

@@ -60,7 +60,7 @@ typedef struct mc_loop {
     mc_outbox out_engine, out_detector, out_agent, out_orch;
     mc_script *script; /* not owned; applied counts are written to it */
     size_t script_next;
-    uint64_t tick; /* the last completed tick */
+    uint64_t tick;         /* the last completed tick */
     uint64_t input_errors; /* inputs a core refused (see above) */
     char last_input_error[256];
     int engine_ok, detector_ok, decider_ok, approval_ok;

@@ -47,7 +47,7 @@ typedef struct rd {
     mc_approval appr;
     bool engine_ok, det_ok, dec_ok, appr_ok;
     mc_outbox out;
-    bool stopped; /* an output divergence was found: only read on */
+    bool stopped;      /* an output divergence was found: only read on */
     mc_divergence cur; /* scratch for the stage being driven */
     uint64_t offset;   /* of the last frame read */
 } rd;
@@ -150,7 +150,8 @@ static bool compare_outputs(rd *x, const tickbuf *tb, uint32_t stage)
             snprintf(d->subject, sizeof d->subject, "%s", e ? e->subject : a->subject);
             d->producer_seq = e ? e->seq : a->producer_seq;
             if (e)
-                set_copy(&d->expected, &d->expected_len, &d->has_expected, tb_payload(tb, e), e->len);
+                set_copy(&d->expected, &d->expected_len, &d->has_expected, tb_payload(tb, e),
+                         e->len);
             if (a)
                 set_copy(&d->actual, &d->actual_len, &d->has_actual, a->payload, a->len);
             if (!a)
@@ -219,7 +220,8 @@ static int drive_stage(rd *x, const tickbuf *tb, uint32_t stage, mc_status *fata
         for (size_t i = 0; i < tb->n && !div; i++) {
             const trec *t = &tb->recs[i];
             if (t->msg && strcmp(t->subject, "ops.commands") == 0)
-                count_input(x, mc_engine_apply_command(&x->engine, (Ops__V1__ApplyActionCommand *)t->msg, &e));
+                count_input(x, mc_engine_apply_command(&x->engine,
+                                                       (Ops__V1__ApplyActionCommand *)t->msg, &e));
         }
     } else if (stage == 2) {
         for (size_t i = 0; i < tb->n && *fatal == MC_OK; i++) {
@@ -227,9 +229,11 @@ static int drive_stage(rd *x, const tickbuf *tb, uint32_t stage, mc_status *fata
             if (!t->msg)
                 continue;
             if (strcmp(t->subject, "sim.metrics") == 0)
-                count_input(x, mc_detector_on_snapshot(&x->det, (Sim__V1__MetricSnapshot *)t->msg, &x->out, &e));
+                count_input(x, mc_detector_on_snapshot(&x->det, (Sim__V1__MetricSnapshot *)t->msg,
+                                                       &x->out, &e));
             else if (strcmp(t->subject, "sim.watermark") == 0)
-                *fatal = mc_detector_on_tick_end(&x->det, ((Ops__V1__Watermark *)t->msg)->tick, &x->out, err);
+                *fatal = mc_detector_on_tick_end(&x->det, ((Ops__V1__Watermark *)t->msg)->tick,
+                                                 &x->out, err);
         }
         if (*fatal == MC_OK)
             div = compare_outputs(x, tb, 2);
@@ -239,13 +243,17 @@ static int drive_stage(rd *x, const tickbuf *tb, uint32_t stage, mc_status *fata
             if (!t->msg)
                 continue;
             if (strcmp(t->subject, "sim.events") == 0)
-                count_input(x, mc_decider_on_event(&x->dec, (Sim__V1__SimulationEvent *)t->msg, &x->out, &e));
+                count_input(x, mc_decider_on_event(&x->dec, (Sim__V1__SimulationEvent *)t->msg,
+                                                   &x->out, &e));
             else if (strcmp(t->subject, "ops.incidents") == 0)
-                count_input(x, mc_decider_on_incident(&x->dec, (Ops__V1__Incident *)t->msg, &x->out, &e));
+                count_input(
+                    x, mc_decider_on_incident(&x->dec, (Ops__V1__Incident *)t->msg, &x->out, &e));
             else if (strcmp(t->subject, "ops.decisions") == 0)
-                count_input(x, mc_decider_on_decision(&x->dec, (Ops__V1__ApprovalDecision *)t->msg, &x->out, &e));
+                count_input(x, mc_decider_on_decision(&x->dec, (Ops__V1__ApprovalDecision *)t->msg,
+                                                      &x->out, &e));
             else if (strcmp(t->subject, "ops.watermark.detector") == 0)
-                *fatal = mc_decider_on_tick_end(&x->dec, ((Ops__V1__Watermark *)t->msg)->tick, &x->out, err);
+                *fatal = mc_decider_on_tick_end(&x->dec, ((Ops__V1__Watermark *)t->msg)->tick,
+                                                &x->out, err);
         }
         if (*fatal == MC_OK)
             div = compare_outputs(x, tb, 3);
@@ -275,21 +283,27 @@ static int drive_stage(rd *x, const tickbuf *tb, uint32_t stage, mc_status *fata
                                            strcmp(t->subject, "ops.watermark.agent") == 0));
             if (!input)
                 continue;
-            while (h < nh && mc_approval_replay_due(&x->appr, (Ops__V1__ApprovalDecision *)humans[h]->msg)) {
-                count_input(x, mc_approval_replay_decision(&x->appr, (Ops__V1__ApprovalDecision *)humans[h]->msg,
-                                                           &x->out, NULL, &e));
+            while (h < nh &&
+                   mc_approval_replay_due(&x->appr, (Ops__V1__ApprovalDecision *)humans[h]->msg)) {
+                count_input(x, mc_approval_replay_decision(
+                                   &x->appr, (Ops__V1__ApprovalDecision *)humans[h]->msg, &x->out,
+                                   NULL, &e));
                 h++;
             }
             if (!t)
                 break;
             if (strcmp(t->subject, "sim.events") == 0)
-                count_input(x, mc_approval_on_event(&x->appr, (Sim__V1__SimulationEvent *)t->msg, &x->out, &e));
+                count_input(x, mc_approval_on_event(&x->appr, (Sim__V1__SimulationEvent *)t->msg,
+                                                    &x->out, &e));
             else if (strcmp(t->subject, "ops.incidents") == 0)
-                count_input(x, mc_approval_on_incident(&x->appr, (Ops__V1__Incident *)t->msg, &x->out, &e));
+                count_input(
+                    x, mc_approval_on_incident(&x->appr, (Ops__V1__Incident *)t->msg, &x->out, &e));
             else if (strcmp(t->subject, "ops.actions") == 0)
-                count_input(x, mc_approval_on_action(&x->appr, (Ops__V1__Action *)t->msg, &x->out, &e));
+                count_input(
+                    x, mc_approval_on_action(&x->appr, (Ops__V1__Action *)t->msg, &x->out, &e));
             else
-                *fatal = mc_approval_on_tick_end(&x->appr, ((Ops__V1__Watermark *)t->msg)->tick, &x->out, err);
+                *fatal = mc_approval_on_tick_end(&x->appr, ((Ops__V1__Watermark *)t->msg)->tick,
+                                                 &x->out, err);
         }
         if (*fatal != MC_OK)
             return false;
@@ -501,7 +515,9 @@ mc_status mc_redrive_file(const char *path, const mc_redrive_options *o, mc_redr
         goto done;
     }
     if (h->mode && h->mode[0] && strcmp(h->mode, "lockstep") != 0 && (x.comps & MC_COMP_ENGINE)) {
-        set_problem(r, "incompatible: the run was recorded in %s mode; only lockstep runs re-drive the engine (use --component detector|agent|orchestrator)",
+        set_problem(r,
+                    "incompatible: the run was recorded in %s mode; only lockstep runs re-drive "
+                    "the engine (use --component detector|agent|orchestrator)",
                     h->mode);
         goto done;
     }
@@ -517,8 +533,8 @@ mc_status mc_redrive_file(const char *path, const mc_redrive_options *o, mc_redr
     mc_setup_digests(s);
     r->topology_mismatch = h->topology_digest.len != 32 ||
                            memcmp(h->topology_digest.data, s->topology_digest, 32) != 0;
-    r->config_mismatch = h->config_digest.len != 32 ||
-                         memcmp(h->config_digest.data, s->config_digest, 32) != 0;
+    r->config_mismatch =
+        h->config_digest.len != 32 || memcmp(h->config_digest.data, s->config_digest, 32) != 0;
     if ((st = build_cores(&x, &rerr)) != MC_OK) {
         if (st == MC_ERR_NOMEM) {
             mc_error_set(err, st, "%s", rerr.msg);

@@ -44,9 +44,9 @@ typedef struct mc_redrive_options {
      * header. Required. */
     mc_run_setup *setup;
     const char *scenario_dir;
-    const char *scenario; /* a name or file instead of the header's name; NULL */
+    const char *scenario;      /* a name or file instead of the header's name; NULL */
     const uint8_t *public_key; /* 32 bytes, or NULL */
-    mc_scorecard *score; /* optional: fed every record and checkpoint */
+    mc_scorecard *score;       /* optional: fed every record and checkpoint */
     /* Called after each tick with the byte offset reached in the file. */
     void (*progress)(void *ctx, uint64_t tick, uint64_t offset);
     void *progress_ctx;

@@ -183,11 +183,8 @@ static void on_event(mc_scorecard *s, uint64_t tick, const Sim__V1__SimulationEv
     case SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_APPLIED:
         s->executed++;
         break;
-    case SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_REFUSED:
-        s->failed++;
-        break;
-    default:
-        break;
+    case SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_COMMAND_REFUSED: s->failed++; break;
+    default: break;
     }
 }
 
@@ -301,8 +298,8 @@ mc_status mc_scorecard_record(mc_scorecard *s, uint64_t tick, uint32_t stage, co
 {
     (void)err;
     ProtobufCMessage *m = mc_subject_unpack(subject, payload, len);
-    mc_status st = mc_scorecard_record_msg(s, tick, stage, subject, producer, producer_seq, payload,
-                                           len, m);
+    mc_status st =
+        mc_scorecard_record_msg(s, tick, stage, subject, producer, producer_seq, payload, len, m);
     if (m)
         protobuf_c_message_free_unpacked(m, NULL);
     return st;
@@ -378,11 +375,11 @@ void mc_scorecard_print(const mc_scorecard *s, FILE *out)
         fprintf(out, "  faults: none started\n");
     for (size_t i = 0; i < s->fault_count; i++) {
         const mc_score_fault *f = &s->faults[i];
-        fprintf(out, "  fault %s (%s on %s) started at tick %llu: ", f->fault_id, f->type, f->target,
-                (unsigned long long)f->start_tick);
+        fprintf(out, "  fault %s (%s on %s) started at tick %llu: ", f->fault_id, f->type,
+                f->target, (unsigned long long)f->start_tick);
         if (f->detected)
-            fprintf(out, "MTTD %llu ticks (on %s)", (unsigned long long)(f->detected_tick - f->start_tick),
-                    f->detected_by);
+            fprintf(out, "MTTD %llu ticks (on %s)",
+                    (unsigned long long)(f->detected_tick - f->start_tick), f->detected_by);
         else
             fprintf(out, "not detected");
         if (fault_recovered(f))
@@ -395,8 +392,8 @@ void mc_scorecard_print(const mc_scorecard *s, FILE *out)
         else
             fprintf(out, "\n");
     }
-    fprintf(out, "  incidents: %llu opened, %llu resolved\n", (unsigned long long)s->incidents_opened,
-            (unsigned long long)s->incidents_resolved);
+    fprintf(out, "  incidents: %llu opened, %llu resolved\n",
+            (unsigned long long)s->incidents_opened, (unsigned long long)s->incidents_resolved);
     fprintf(out,
             "  SLO damage: %llu service-ticks (error rate > %.0f%%: %llu, p99 > %.0f ms: %llu)\n",
             (unsigned long long)s->slo_damage, MC_SCORE_ERROR_RATE_SLO,
@@ -435,9 +432,11 @@ json_t *mc_scorecard_json(const mc_scorecard *s)
                               "detected", f->detected, "incidents", (json_int_t)f->incidents,
                               "openIncidents", (json_int_t)f->open_incidents);
         json_object_set_new(j, "mttdTicks",
-                            f->detected ? json_integer((json_int_t)(f->detected_tick - f->start_tick))
-                                        : json_null());
-        json_object_set_new(j, "detectedOn", f->detected ? json_string(f->detected_by) : json_null());
+                            f->detected
+                                ? json_integer((json_int_t)(f->detected_tick - f->start_tick))
+                                : json_null());
+        json_object_set_new(j, "detectedOn",
+                            f->detected ? json_string(f->detected_by) : json_null());
         json_object_set_new(j, "mttrTicks",
                             fault_recovered(f)
                                 ? json_integer((json_int_t)(f->last_resolved_tick - f->start_tick))
@@ -447,18 +446,21 @@ json_t *mc_scorecard_json(const mc_scorecard *s)
     json_object_set_new(o, "faults", faults);
     json_object_set_new(o, "ticks", json_integer((json_int_t)s->ticks));
     json_object_set_new(o, "records", json_integer((json_int_t)s->records));
-    json_object_set_new(o, "incidents", json_pack("{s:I,s:I}", "opened", (json_int_t)s->incidents_opened,
-                                                  "resolved", (json_int_t)s->incidents_resolved));
-    json_object_set_new(o, "sloDamage",
-                        json_pack("{s:I,s:I,s:I,s:f,s:f}", "serviceTicks", (json_int_t)s->slo_damage,
-                                  "errorRateTicks", (json_int_t)s->slo_error_ticks, "latencyTicks",
-                                  (json_int_t)s->slo_latency_ticks, "errorRateObjectivePercent",
-                                  MC_SCORE_ERROR_RATE_SLO, "latencyObjectiveMs", MC_SCORE_LATENCY_SLO_MS));
+    json_object_set_new(o, "incidents",
+                        json_pack("{s:I,s:I}", "opened", (json_int_t)s->incidents_opened,
+                                  "resolved", (json_int_t)s->incidents_resolved));
+    json_object_set_new(
+        o, "sloDamage",
+        json_pack("{s:I,s:I,s:I,s:f,s:f}", "serviceTicks", (json_int_t)s->slo_damage,
+                  "errorRateTicks", (json_int_t)s->slo_error_ticks, "latencyTicks",
+                  (json_int_t)s->slo_latency_ticks, "errorRateObjectivePercent",
+                  MC_SCORE_ERROR_RATE_SLO, "latencyObjectiveMs", MC_SCORE_LATENCY_SLO_MS));
     json_object_set_new(o, "actions",
                         json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "proposed", (json_int_t)s->proposed,
                                   "approved", (json_int_t)s->approved, "executed",
-                                  (json_int_t)s->executed, "refused", (json_int_t)s->refused, "failed",
-                                  (json_int_t)s->failed, "expiredOrSuperseded", (json_int_t)s->dropped));
+                                  (json_int_t)s->executed, "refused", (json_int_t)s->refused,
+                                  "failed", (json_int_t)s->failed, "expiredOrSuperseded",
+                                  (json_int_t)s->dropped));
     if (s->have_digests) {
         mc_scorecard_state_digest(s, hex);
         json_t *d = json_object();

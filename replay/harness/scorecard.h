@@ -33,7 +33,7 @@
 #include "status/status.h"
 #include "trace/writer.h"
 
-#define MC_SCORE_MAX_FAULTS 256
+#define MC_SCORE_MAX_FAULTS     256
 #define MC_SCORE_ERROR_RATE_SLO 5.0
 #define MC_SCORE_LATENCY_SLO_MS 500.0
 
@@ -45,8 +45,8 @@ typedef struct mc_score_fault {
     bool detected;
     uint64_t detected_tick;
     char detected_by[MC_SCENARIO_ID_MAX]; /* the incident's target */
-    uint64_t incidents;                  /* on affected targets since the start */
-    uint64_t open_incidents;             /* of those, open at the end */
+    uint64_t incidents;                   /* on affected targets since the start */
+    uint64_t open_incidents;              /* of those, open at the end */
     uint64_t last_resolved_tick;
     bool *affected; /* per scenario service */
 } mc_score_fault;

@@ -34,7 +34,8 @@ static mc_status parse_match(mc_script_decision *d, const char *tok, const char 
         memcpy(type, tok, n);
         type[n] = '\0';
         target = colon + 1;
-    } else if (mc_rulefile_parse_action_type(tok, &d->action_type) == MC_OK || strcmp(tok, "*") == 0) {
+    } else if (mc_rulefile_parse_action_type(tok, &d->action_type) == MC_OK ||
+               strcmp(tok, "*") == 0) {
         snprintf(type, sizeof type, "%s", tok);
     } else {
         target = tok; /* a bare target */

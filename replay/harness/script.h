@@ -22,12 +22,12 @@
 
 #define MC_SCRIPT_TARGET_MAX 128
 #define MC_SCRIPT_REASON_MAX 256
-#define MC_SCRIPT_MAX_LINES 100000
-#define MC_SCRIPT_ACTOR "script"
+#define MC_SCRIPT_MAX_LINES  100000
+#define MC_SCRIPT_ACTOR      "script"
 
 typedef struct mc_script_decision {
     uint64_t tick;
-    int action_type; /* Common__V1__ActionType; 0 matches any */
+    int action_type;                   /* Common__V1__ActionType; 0 matches any */
     char target[MC_SCRIPT_TARGET_MAX]; /* "" matches any */
     bool approve;
     char reason[MC_SCRIPT_REASON_MAX];

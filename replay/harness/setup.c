@@ -148,7 +148,8 @@ mc_status mc_setup_rules_files(mc_run_setup *s, const char *detector_path, const
 static mc_status parse_u32(const char *kv, const char *v, uint32_t *out, mc_error *err)
 {
     if (mc_rulefile_parse_u32(v, UINT32_MAX, out) != MC_OK)
-        return mc_error_set(err, MC_ERR_INVALID, "--override %s: \"%s\" is not a whole number", kv, v);
+        return mc_error_set(err, MC_ERR_INVALID, "--override %s: \"%s\" is not a whole number", kv,
+                            v);
     return MC_OK;
 }
 
@@ -166,7 +167,8 @@ mc_status mc_setup_override(mc_run_setup *s, const char *kv, mc_error *err)
     const char *value = eq + 1;
     char *dot = strchr(key, '.');
     if (!dot)
-        return mc_error_set(err, MC_ERR_INVALID, "--override %s: no component (detector. or decider.)", kv);
+        return mc_error_set(err, MC_ERR_INVALID,
+                            "--override %s: no component (detector. or decider.)", kv);
     *dot = '\0';
     char *rule = dot + 1;
     char *field = strchr(rule, '.');
@@ -179,10 +181,12 @@ mc_status mc_setup_override(mc_run_setup *s, const char *kv, mc_error *err)
             if (strcmp(s->det_rules.rules[i].name, rule) == 0)
                 r = &s->det_rules.rules[i];
         if (!r)
-            return mc_error_set(err, MC_ERR_NOT_FOUND, "--override %s: no detection rule \"%s\"", kv, rule);
+            return mc_error_set(err, MC_ERR_NOT_FOUND, "--override %s: no detection rule \"%s\"",
+                                kv, rule);
         if (!field || strcmp(field, "threshold") == 0) {
             if (mc_rulefile_parse_double(value, &r->threshold) != MC_OK)
-                return mc_error_set(err, MC_ERR_INVALID, "--override %s: \"%s\" is not a number", kv, value);
+                return mc_error_set(err, MC_ERR_INVALID, "--override %s: \"%s\" is not a number",
+                                    kv, value);
         } else if (strcmp(field, "window_seconds") == 0) {
             st = parse_u32(kv, value, &r->window_seconds, err);
         } else if (strcmp(field, "for_ticks") == 0) {
@@ -206,9 +210,11 @@ mc_status mc_setup_override(mc_run_setup *s, const char *kv, mc_error *err)
             if (strcmp(s->dec_rules.rules[i].name, rule) == 0)
                 r = &s->dec_rules.rules[i];
         if (!r)
-            return mc_error_set(err, MC_ERR_NOT_FOUND, "--override %s: no decision rule \"%s\"", kv, rule);
+            return mc_error_set(err, MC_ERR_NOT_FOUND, "--override %s: no decision rule \"%s\"", kv,
+                                rule);
         if (!field)
-            return mc_error_set(err, MC_ERR_INVALID, "--override %s: decider overrides name a field", kv);
+            return mc_error_set(err, MC_ERR_INVALID,
+                                "--override %s: decider overrides name a field", kv);
         if (strcmp(field, "cooldown_ticks") == 0) {
             st = parse_u32(kv, value, &r->cooldown_ticks, err);
         } else if (strcmp(field, "min_open_ticks") == 0) {
@@ -227,7 +233,8 @@ mc_status mc_setup_override(mc_run_setup *s, const char *kv, mc_error *err)
         if (st == MC_OK)
             st = mc_decider_rules_validate(&s->dec_rules, err);
     } else {
-        return mc_error_set(err, MC_ERR_INVALID, "--override %s: component must be detector or decider", kv);
+        return mc_error_set(err, MC_ERR_INVALID,
+                            "--override %s: component must be detector or decider", kv);
     }
     if (st == MC_OK)
         flags_add(s, "--override", kv);
@@ -314,14 +321,16 @@ mc_status mc_setup_spec_parse(const char *spec, char name[MC_SCENARIO_ID_MAX], u
         char *eq = strchr(buf, '=');
         uint32_t v = 0;
         if (!eq || mc_rulefile_parse_u32(eq + 1, UINT32_MAX, &v) != MC_OK)
-            return mc_error_set(err, MC_ERR_INVALID, "scenario spec \"%s\": bad item \"%s\"", spec, buf);
+            return mc_error_set(err, MC_ERR_INVALID, "scenario spec \"%s\": bad item \"%s\"", spec,
+                                buf);
         *eq = '\0';
         if (strcmp(buf, "nodes") == 0)
             *nodes = v;
         else if (strcmp(buf, "services") == 0)
             *services = v;
         else
-            return mc_error_set(err, MC_ERR_UNSUPPORTED, "scenario spec \"%s\": unknown knob \"%s\"", spec, buf);
+            return mc_error_set(err, MC_ERR_UNSUPPORTED,
+                                "scenario spec \"%s\": unknown knob \"%s\"", spec, buf);
     }
     return MC_OK;
 }

@@ -20,7 +20,7 @@
 #include "engine/core/scenario.h"
 #include "status/status.h"
 
-#define MC_SETUP_SPEC_MAX 160
+#define MC_SETUP_SPEC_MAX  160
 #define MC_SETUP_FLAGS_MAX 1024
 
 typedef struct mc_run_setup {
@@ -37,8 +37,8 @@ typedef struct mc_run_setup {
      * would be typed again, for the reproduce command. */
     char flags[MC_SETUP_FLAGS_MAX];
     uint8_t scenario_file_digest[32]; /* the scenario file's bytes */
-    uint8_t topology_digest[32]; /* scenario file digest and knobs */
-    uint8_t config_digest[32];   /* rules, approval mode, core configs */
+    uint8_t topology_digest[32];      /* scenario file digest and knobs */
+    uint8_t config_digest[32];        /* rules, approval mode, core configs */
 } mc_run_setup;
 
 /* Zeroes s and loads the built-in rules, approval mode auto. */

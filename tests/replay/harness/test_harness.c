@@ -67,13 +67,15 @@ static void test_setup_override_and_spec(void **state)
     mc_run_setup *s = &setup_a;
     mc_error err = {0};
     mc_setup_init(s);
-    assert_int_equal(mc_setup_load_scenario(s, MC_TEST_SCENARIO_DIR, "cascade_failure", &err), MC_OK);
+    assert_int_equal(mc_setup_load_scenario(s, MC_TEST_SCENARIO_DIR, "cascade_failure", &err),
+                     MC_OK);
     s->seed = 1;
     mc_setup_digests(s);
     uint8_t before[32];
     memcpy(before, s->config_digest, 32);
     assert_int_equal(mc_setup_override(s, "detector.error_rate_critical=20", &err), MC_OK);
-    assert_int_equal(mc_setup_override(s, "decider.restart_on_critical_errors.cooldown_ticks=3", &err), MC_OK);
+    assert_int_equal(
+        mc_setup_override(s, "decider.restart_on_critical_errors.cooldown_ticks=3", &err), MC_OK);
     mc_setup_digests(s);
     assert_memory_not_equal(before, s->config_digest, 32);
     assert_non_null(strstr(s->flags, "--override 'detector.error_rate_critical=20'"));
@@ -106,7 +108,8 @@ typedef struct collect {
 } collect;
 
 static mc_status c_record(void *ctx, uint64_t tick, uint32_t stage, const char *subject,
-                          const char *producer, uint64_t seq, const uint8_t *p, size_t len, mc_error *err)
+                          const char *producer, uint64_t seq, const uint8_t *p, size_t len,
+                          mc_error *err)
 {
     collect *c = ctx;
     mc_trace_key k = {tick, stage, seq};
@@ -119,7 +122,8 @@ static mc_status c_record(void *ctx, uint64_t tick, uint32_t stage, const char *
     return MC_OK;
 }
 
-static mc_status c_checkpoint(void *ctx, uint64_t tick, const mc_trace_digest *d, size_t n, mc_error *err)
+static mc_status c_checkpoint(void *ctx, uint64_t tick, const mc_trace_digest *d, size_t n,
+                              mc_error *err)
 {
     collect *c = ctx;
     assert_int_equal(n, 4);
@@ -148,7 +152,8 @@ static void test_loop_deterministic(void **state)
     (void)state;
     mc_error err = {0};
     mc_setup_init(&setup_a);
-    assert_int_equal(mc_setup_load_scenario(&setup_a, MC_TEST_SCENARIO_DIR, "cascade_failure", &err), MC_OK);
+    assert_int_equal(
+        mc_setup_load_scenario(&setup_a, MC_TEST_SCENARIO_DIR, "cascade_failure", &err), MC_OK);
     setup_a.seed = 5;
     static collect c1, c2;
     memset(&c1, 0, sizeof c1);
@@ -178,7 +183,8 @@ static void test_redrive(void **state)
     assert_true(fd >= 0);
     close(fd);
     mc_setup_init(&setup_a);
-    assert_int_equal(mc_setup_load_scenario(&setup_a, MC_TEST_SCENARIO_DIR, "cascade_failure", &err), MC_OK);
+    assert_int_equal(
+        mc_setup_load_scenario(&setup_a, MC_TEST_SCENARIO_DIR, "cascade_failure", &err), MC_OK);
     setup_a.seed = 42;
     mc_setup_digests(&setup_a);
     Trace__V1__TraceHeader h = TRACE__V1__TRACE_HEADER__INIT;
@@ -199,7 +205,8 @@ static void test_redrive(void **state)
     assert_int_equal(mc_trace_writer_close(&c.w, NULL, &err), MC_OK);
 
     /* Every component, then all: identical. */
-    unsigned comps[] = {MC_COMP_ENGINE, MC_COMP_DETECTOR, MC_COMP_AGENT, MC_COMP_ORCHESTRATOR, MC_COMP_ALL};
+    unsigned comps[] = {MC_COMP_ENGINE, MC_COMP_DETECTOR, MC_COMP_AGENT, MC_COMP_ORCHESTRATOR,
+                        MC_COMP_ALL};
     for (size_t i = 0; i < 5; i++) {
         mc_setup_init(&setup_b);
         mc_redrive_options o = {0};
@@ -270,8 +277,10 @@ static void test_msgdiff(void **state)
     json_t *e0 = json_array_get(d, 0), *e1 = json_array_get(d, 1);
     assert_string_equal(json_string_value(json_object_get(e0, "path")), "$.title");
     assert_string_equal(json_string_value(json_object_get(e1, "path")), "$.observedValue");
-    assert_string_equal(json_string_value(json_object_get(e1, "expectedHex")), "0x1.999999999999ap-4");
-    assert_string_equal(json_string_value(json_object_get(e1, "actualHex")), "0x1.999999999999bp-4");
+    assert_string_equal(json_string_value(json_object_get(e1, "expectedHex")),
+                        "0x1.999999999999ap-4");
+    assert_string_equal(json_string_value(json_object_get(e1, "actualHex")),
+                        "0x1.999999999999bp-4");
     json_decref(d);
     /* A missing message and bytes that do not decode. */
     d = mc_msgdiff("ops.incidents", pa, la, NULL, 0, 10);
@@ -290,8 +299,10 @@ static void test_msgdiff(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_script_parse),     cmocka_unit_test(test_setup_override_and_spec),
-        cmocka_unit_test(test_loop_deterministic), cmocka_unit_test(test_redrive),
+        cmocka_unit_test(test_script_parse),
+        cmocka_unit_test(test_setup_override_and_spec),
+        cmocka_unit_test(test_loop_deterministic),
+        cmocka_unit_test(test_redrive),
         cmocka_unit_test(test_msgdiff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
