@@ -30,8 +30,11 @@
 /* Control events waiting to be published (they are rare: one per control
  * call or stall). */
 #define CTL_OUTBOX_MAX 256
-/* Batches of the OPS consumer held until the trace has recorded them. */
-#define HELD_MAX 64
+/* Batches of the OPS consumer held until the trace has recorded them (in
+ * lockstep a batch is one message, see mc_simsvc_start). When this many are
+ * held, later batches are acked at once rather than stopping the consumer,
+ * which would keep the closing watermark out and stall the run. */
+#define HELD_MAX 4096
 /* Realtime mode never waits for the orchestrator, so the recorder releases
  * a tick this many ticks after the engine stepped it even without the
  * orchestrator's watermark (later messages of that tick are counted late). */
@@ -1545,10 +1548,13 @@ mc_status mc_simsvc_start(mc_simsvc *s, mc_error *err)
     mc_bus_pull_options po = {0};
     po.stream = MC_BUS_STREAM_OPS;
     po.durable = "sim-engine";
-    /* Small fetches with a short wait: lockstep latency is one fetch. */
-    po.batch_size = 64;
-    po.fetch_wait_ms = 20;
-    po.max_batches_inflight = HELD_MAX;
+    /* A pull request for several messages returns when it has them all or
+     * when it expires, so in lockstep (a handful of OPS messages per tick,
+     * each waited for) fetch one at a time: the watermark is handed over the
+     * moment it is stored. Realtime favours throughput. */
+    po.batch_size = s->cfg.mode == MC_SIMSVC_LOCKSTEP ? 1 : 64;
+    po.fetch_wait_ms = s->cfg.mode == MC_SIMSVC_LOCKSTEP ? 1000 : 20;
+    po.max_batches_inflight = HELD_MAX + 1;
     po.on_batch = on_ops_batch;
     po.ctx = s;
     st = mc_bus_pull_open(s->bus, &po, &s->ops, err);

@@ -2,7 +2,9 @@
 # sim-engine ticks/s at max speed in realtime mode, publishing every tick to
 # JetStream, next to the engine core alone (an in-process mc_engine_step
 # loop with the same scenario and knobs), as a ratio. Median of RUNS runs of
-# SECONDS each, per topology size.
+# SECONDS each, per topology size. Then lockstep at max speed against a
+# stand-in pipeline that answers each engine watermark at once
+# (bench_engine_service_echo): the round-trip cost of lockstep itself.
 #
 #   tests/bench/engine_service/run.sh BUILD_DIR
 #
@@ -18,9 +20,10 @@ if [[ -z "${NATS_URL:-}" ]]; then
   exec "$root/scripts/with-services" -- "$0" "$build"
 fi
 
-cmake --build "$build" --target sim-engine bench_engine_service_core -j2 >/dev/null
+cmake --build "$build" --target sim-engine bench_engine_service_core bench_engine_service_echo -j2 >/dev/null
 engine="$build/engine/sim-engine"
 core="$build/tests/bench/engine_service/bench_engine_service_core"
+echo_bin="$build/tests/bench/engine_service/bench_engine_service_echo"
 scenario_dir="$root/engine/scenarios"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -29,10 +32,16 @@ tick_of() { sed -n 's/.*"tick":"\{0,1\}\([0-9]*\).*/\1/p'; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # One service run: ticks/s between two GetState calls SECONDS_PER_RUN apart.
-service_run() { # nodes services chunk tag
-  local port pid t0 t1 s0 s1
+service_run() { # nodes services chunk tag [mode]
+  local port pid t0 t1 s0 s1 epid=""
+  local mode=${5:-realtime}
   port=$(free_port)
-  env -i PATH="$PATH" NATS_URL="$NATS_URL" ADDR="127.0.0.1:$port" SIM_MODE=realtime SPEED=max \
+  if [[ "$mode" == lockstep ]]; then
+    env -i PATH="$PATH" NATS_URL="$NATS_URL" BUS_STREAM_PREFIX="BENCH$4_" BUS_SUBJECT_PREFIX="bench$4." \
+      "$echo_bin" $((SECONDS_PER_RUN + 3)) >/dev/null &
+    epid=$!
+  fi
+  env -i PATH="$PATH" NATS_URL="$NATS_URL" ADDR="127.0.0.1:$port" SIM_MODE="$mode" SPEED=max \
     AUTOSTART=false SCENARIO=cascade_failure SCENARIO_DIR="$scenario_dir" LOG_LEVEL=warn \
     TOPOLOGY_NODES="$1" TOPOLOGY_SERVICES="$2" METRICS_CHUNK_SAMPLES="$3" \
     BUS_STREAM_PREFIX="BENCH$4_" BUS_SUBJECT_PREFIX="bench$4." "$engine" 2>"/tmp/sim-engine-bench-$4.log" &
@@ -44,6 +53,7 @@ service_run() { # nodes services chunk tag
   sleep "$SECONDS_PER_RUN"
   s1=$(date +%s.%N); t1=$(rpc "$port" GetState | tick_of)
   kill -TERM "$pid"; wait "$pid" || true
+  [[ -n "$epid" ]] && { wait "$epid" || true; }
   awk -v a="$t0" -v b="$t1" -v x="$s0" -v y="$s1" 'BEGIN {printf "%.1f\n", (b - a) / (y - x)}'
 }
 
@@ -59,8 +69,17 @@ for size in "0 0 2000" "100 1000 2000"; do
   done
   s=$(printf '%s\n' "${svc[@]}" | median)
   c=$(printf '%s\n' "${cor[@]}" | median)
+  [[ "$services" == 0 ]] && c0=$c
   label="cascade_failure"
   [[ "$services" != 0 ]] && label="cascade_failure ${nodes}n/${services}s"
   printf '%-28s %14s %14s %8s\n' "$label" "$s" "$c" "$(awk -v s="$s" -v c="$c" 'BEGIN {printf "%.3f", s / c}')"
 done
-echo "(median of $RUNS runs of ${SECONDS_PER_RUN}s; realtime, SPEED=max, publishing to JetStream; ratio = service / core alone)"
+lock=()
+for _ in $(seq "$RUNS"); do
+  n=$((n + 1))
+  lock+=("$(service_run 0 0 2000 "$$x$n" lockstep)")
+done
+l=$(printf '%s\n' "${lock[@]}" | median)
+printf '%-28s %14s %14s %8s\n' "cascade_failure lockstep" "$l" "$c0" "$(awk -v s="$l" -v c="$c0" 'BEGIN {printf "%.3f", s / c}')"
+echo "(median of $RUNS runs of ${SECONDS_PER_RUN}s; SPEED=max, publishing to JetStream; ratio = service / core alone;"
+echo " lockstep: against an echo pipeline answering each engine watermark with the three stage watermarks)"
