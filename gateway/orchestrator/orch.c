@@ -915,13 +915,13 @@ static void on_signal(uv_signal_t *s, int signum)
     close_handle_if((uv_handle_t *)&sig_term);
     uv_timer_stop(&o->health_timer);
     uv_timer_stop(&o->engine_timer);
-    /* Stop consuming first: nothing new reaches the core. */
+    /* Stop consuming first: nothing new reaches the core. (Closing the
+     * ordered consumer currently blocks the loop for up to 5 s inside
+     * lib/bus: it waits for an unsubscribe that only this loop can
+     * complete.) */
     mc_bus_consumer_close(o->ops_consumer);
-    MC_LOG_DEBUG("ops consumer closed", MC_LF_INT("x", 0));
     mc_bus_consumer_close(o->events_consumer);
-    MC_LOG_DEBUG("events consumer closed", MC_LF_INT("x", 0));
     mc_bus_consumer_close(o->sim_consumer);
-    MC_LOG_DEBUG("sim consumer closed", MC_LF_INT("x", 0));
     o->ops_consumer = o->events_consumer = o->sim_consumer = NULL;
     mc_feed_close_all(o->feed);
     mc_http_server_shutdown(o->srv, on_http_done, o);

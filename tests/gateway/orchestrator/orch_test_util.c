@@ -471,10 +471,10 @@ bool th_sse_next(th_sse *s, th_event *ev, int timeout_ms)
             continue;
         }
         uint64_t now = th_now_ms();
-        if (now >= deadline)
-            return false;
         struct pollfd pf = {s->fd, POLLIN, 0};
-        if (poll(&pf, 1, (int)(deadline - now)) <= 0)
+        /* Poll once even when the time is up, so a zero timeout still
+         * picks up what has arrived. */
+        if (poll(&pf, 1, now >= deadline ? 0 : (int)(deadline - now)) <= 0)
             return false;
         if (s->len + 4096 > s->cap) {
             s->cap *= 2;
