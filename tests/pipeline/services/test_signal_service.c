@@ -6,6 +6,8 @@
  *    exactly once after the restart;
  *  - a poison message on sim.metrics lands on ops.deadletter and ingest goes
  *    on; SIGTERM exits 0 with everything committed;
+ *  - SIGTERM commits a batch that neither its size nor its delay would have
+ *    committed, acks it (a new instance ingests nothing twice) and exits 0;
  *  - error_rate at 20% on one service for 40 ticks: an incident in the
  *    incidents table and on ops.incidents, one detector watermark per tick;
  *  - a bad RULES_FILE stops the service with exit status 2, naming the rule
@@ -248,6 +250,57 @@ static void test_incidents_from_error_rate(void **state)
     pt_env_cleanup(&e);
 }
 
+/* The value of an unlabelled series on /metrics; -1 when absent. */
+static double metric_value(uint16_t port, const char *name)
+{
+    static char body[1 << 16];
+    if (pt_http_get(port, "/metrics", body, sizeof body) != 200)
+        return -1;
+    size_t n = strlen(name);
+    for (const char *p = body; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == body || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return -1;
+}
+
+/* With a batch size and delay that never trigger, only the shutdown can
+ * commit: SIGTERM must commit what was received, ack it and exit 0. */
+static void test_sigterm_commits_open_batch(void **state)
+{
+    (void)state;
+    pt_env e;
+    pt_env_init(&e);
+    for (uint64_t t = 1; t <= 3; t++)
+        publish_tick(&e, t, true);
+    pt_flush(&e);
+    char lp[256];
+    log_path(lp, sizeof lp, "sigterm");
+    const char *extra[] = {"INGEST_BATCH_ROWS=1000000", "INGEST_MAX_DELAY=1h", NULL};
+    uint16_t port = pt_free_port();
+    pid_t pid = pt_spawn(&e, SIGNAL_SERVICE_BIN, port, extra, lp);
+    /* Received (the lag counts them) but not committed. */
+    double lag = -1;
+    for (int i = 0; i < 300 && lag < 3 * CHUNKS; i++) {
+        pt_sleep_ms(50);
+        lag = metric_value(port, "microcloud_signal_ingest_lag");
+    }
+    assert_true(lag >= 3 * CHUNKS);
+    assert_int_equal(pt_scalar(&e, COUNT_SQL), 0);
+    kill(pid, SIGTERM);
+    assert_int_equal(pt_wait(pid, 15000), 0);
+    const int64_t rows = 3 * CHUNKS * SAMPLES_PER_SNAPSHOT;
+    assert_int_equal(pt_scalar(&e, COUNT_SQL), rows);
+    /* Acked: a new instance finds nothing to ingest again. */
+    pid = pt_spawn(&e, SIGNAL_SERVICE_BIN, port, NULL, lp);
+    assert_true(pt_wait_ready(port, 20000));
+    pt_sleep_ms(3500); /* past the start delay (one ack wait) */
+    assert_int_equal(pt_scalar(&e, COUNT_SQL), rows);
+    assert_true(metric_value(port, "microcloud_signal_ingest_redelivered_total") == 0);
+    kill(pid, SIGTERM);
+    assert_int_equal(pt_wait(pid, 15000), 0);
+    pt_env_cleanup(&e);
+}
+
 static void test_bad_rules_file(void **state)
 {
     (void)state;
@@ -287,6 +340,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_rules_file),
         cmocka_unit_test(test_poison_deadlettered),
+        cmocka_unit_test(test_sigterm_commits_open_batch),
         cmocka_unit_test(test_incidents_from_error_rate),
         cmocka_unit_test(test_ingest_kill9_exactly_once),
     };
