@@ -50,7 +50,7 @@ mc_stack_start() {
   export SIM_ENGINE_PORT=${SIM_ENGINE_PORT:-8080} ORCHESTRATOR_PORT=${ORCHESTRATOR_PORT:-8081}
   export SIGNAL_ADMIN_PORT=${SIGNAL_ADMIN_PORT:-9101} AGENT_ADMIN_PORT=${AGENT_ADMIN_PORT:-9102}
   local -a names=(sim-engine signal-service agent-service orchestrator)
-  local -a paths=("$bin/engine/sim-engine" "$bin/pipeline/signal-service" "$bin/pipeline/agent-service" "$bin/gateway/orchestrator")
+  local -a paths=("$bin/engine/sim-engine" "$bin/pipeline/signal-service" "$bin/pipeline/agent-service" "$bin/gateway/orchestrator/orchestrator")
   local -a ready=("http://127.0.0.1:$SIM_ENGINE_PORT/health" "http://127.0.0.1:$SIGNAL_ADMIN_PORT/ready"
                   "http://127.0.0.1:$AGENT_ADMIN_PORT/ready" "http://127.0.0.1:$ORCHESTRATOR_PORT/ready")
   local -a envs=("ADDR=127.0.0.1:$SIM_ENGINE_PORT" "ADMIN_ADDR=127.0.0.1:$SIGNAL_ADMIN_PORT"

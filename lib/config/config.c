@@ -322,12 +322,21 @@ void mc_config_print_help(FILE *f, const char *program, const char *summary,
 {
     fprintf(f, "Usage: %s [--help] [--version]\n\n%s\n\n", program, summary ? summary : "");
     fprintf(f, "Configuration comes from environment variables (an empty value counts as unset):\n\n");
-    fprintf(f, "  %-22s %-24s %s\n", "VARIABLE", "DEFAULT", "DESCRIPTION");
+    /* Columns as wide as their widest entry, so long names stay aligned. */
+    int wname = 8, wdef = 7;
+    for (size_t i = 0; i < n; i++) {
+        int ln = (int)strlen(vars[i].name);
+        int ld = vars[i].default_value ? (int)strlen(vars[i].default_value) : 7;
+        wname = ln > wname ? ln : wname;
+        wdef = ld > wdef ? ld : wdef;
+    }
+    wdef = wdef > 32 ? 32 : wdef;
+    fprintf(f, "  %-*s  %-*s  %s\n", wname, "VARIABLE", wdef, "DEFAULT", "DESCRIPTION");
     for (size_t i = 0; i < n; i++) {
         const char *def = vars[i].default_value ? vars[i].default_value : "(unset)";
         if (vars[i].secret && vars[i].default_value)
             def = "(set)";
-        fprintf(f, "  %-22s %-24s %s\n", vars[i].name, def, vars[i].description);
+        fprintf(f, "  %-*s  %-*s  %s\n", wname, vars[i].name, wdef, def, vars[i].description);
     }
 }
 

@@ -8,7 +8,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$1
 out=${2:-$build/test-output/web-e2e}
 . "$root/scripts/stack.sh"
-for b in engine/sim-engine pipeline/signal-service pipeline/agent-service gateway/orchestrator; do
+for b in engine/sim-engine pipeline/signal-service pipeline/agent-service gateway/orchestrator/orchestrator; do
   [ -x "$build/$b" ] || { echo "e2e: $build/$b is not built"; exit 1; }
 done
 [ -f "$root/web/out/index.html" ] || { echo "e2e: web/out is missing (npm run build)"; exit 1; }
