@@ -1503,6 +1503,18 @@ static void on_drain(uv_timer_t *t)
     uv_timer_start(&s->drain_timer, on_drain, 10, 0);
 }
 
+/* The shutdown proper, always from the loop: closing the bus before the
+ * loop ever ran (a failed start) leaves nats.c's libuv adapter with work
+ * queued for a connection that is gone, and libuv aborts. */
+static void on_shutdown_begin(uv_timer_t *t)
+{
+    mc_simsvc *s = t->data;
+    mc_bus_consumer_close(s->ops);
+    s->ops = NULL;
+    s->shutdown_deadline_ns = now_ns() + (uint64_t)SHUTDOWN_ACK_WAIT_MS * 1000000u;
+    on_drain(&s->drain_timer);
+}
+
 void mc_simsvc_shutdown(mc_simsvc *s)
 {
     if (s->shutting_down)
@@ -1516,10 +1528,7 @@ void mc_simsvc_shutdown(mc_simsvc *s)
     uv_timer_stop(&s->tick_timer);
     uv_timer_stop(&s->stall_timer);
     s->stall_armed = false;
-    mc_bus_consumer_close(s->ops);
-    s->ops = NULL;
-    s->shutdown_deadline_ns = now_ns() + (uint64_t)SHUTDOWN_ACK_WAIT_MS * 1000000u;
-    on_drain(&s->drain_timer);
+    uv_timer_start(&s->drain_timer, on_shutdown_begin, 0, 0);
 }
 
 mc_status mc_simsvc_start(mc_simsvc *s, mc_error *err)
@@ -1545,22 +1554,6 @@ mc_status mc_simsvc_start(mc_simsvc *s, mc_error *err)
     if (st != MC_OK)
         return mc_error_wrap(err, "connecting to NATS");
 
-    mc_bus_pull_options po = {0};
-    po.stream = MC_BUS_STREAM_OPS;
-    po.durable = "sim-engine";
-    /* A pull request for several messages returns when it has them all or
-     * when it expires, so in lockstep (a handful of OPS messages per tick,
-     * each waited for) fetch one at a time: the watermark is handed over the
-     * moment it is stored. Realtime favours throughput. */
-    po.batch_size = s->cfg.mode == MC_SIMSVC_LOCKSTEP ? 1 : 64;
-    po.fetch_wait_ms = s->cfg.mode == MC_SIMSVC_LOCKSTEP ? 1000 : 20;
-    po.max_batches_inflight = HELD_MAX + 1;
-    po.on_batch = on_ops_batch;
-    po.ctx = s;
-    st = mc_bus_pull_open(s->bus, &po, &s->ops, err);
-    if (st != MC_OK)
-        return mc_error_wrap(err, "consuming the OPS stream");
-
     mc_http_server_config hc = {0};
     hc.host = s->cfg.addr.host;
     hc.port = s->cfg.addr.port;
@@ -1580,6 +1573,26 @@ mc_status mc_simsvc_start(mc_simsvc *s, mc_error *err)
     st = run_begin(s, "start", err);
     if (st != MC_OK)
         return st;
+
+    /* The consumer comes last: its worker subscribes through the loop's
+     * connection, so closing it before the loop ever ran (a start that
+     * failed after it) would wait for a reply nobody reads. */
+    mc_bus_pull_options po = {0};
+    po.stream = MC_BUS_STREAM_OPS;
+    po.durable = "sim-engine";
+    /* A pull request for several messages returns when it has them all or
+     * when it expires, so in lockstep (a handful of OPS messages per tick,
+     * each waited for) fetch one at a time: the watermark is handed over the
+     * moment it is stored. Realtime favours throughput. */
+    po.batch_size = s->cfg.mode == MC_SIMSVC_LOCKSTEP ? 1 : 64;
+    po.fetch_wait_ms = s->cfg.mode == MC_SIMSVC_LOCKSTEP ? 1000 : 20;
+    po.max_batches_inflight = HELD_MAX + 1;
+    po.on_batch = on_ops_batch;
+    po.ctx = s;
+    st = mc_bus_pull_open(s->bus, &po, &s->ops, err);
+    if (st != MC_OK)
+        return mc_error_wrap(err, "consuming the OPS stream");
+
     s->started = true;
     MC_LOG_INFO("sim-engine listening", MC_LF_STR("addr", s->cfg.addr.host),
                 MC_LF_UINT("port", mc_http_server_port(s->http)),

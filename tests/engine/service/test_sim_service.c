@@ -1071,10 +1071,17 @@ static void test_trace_recording(void **state)
     (void)state;
     engine_proc p;
     proc_prepare(&p);
-    char trace_dir[300], env_dir[320];
+    char trace_dir[300], env_dir[320], key_path[300], env_key[320];
     snprintf(trace_dir, sizeof trace_dir, "%s/traces", p.dir);
     snprintf(env_dir, sizeof env_dir, "TRACE_DIR=%s", trace_dir);
-    const char *env[] = {"SIM_MODE=lockstep", "SPEED=max", env_dir, NULL};
+    /* A 32-byte Ed25519 seed in hex (FORMAT.md "Keys"): the trace is signed. */
+    snprintf(key_path, sizeof key_path, "%s/signing.key", p.dir);
+    FILE *kf = fopen(key_path, "w");
+    assert_non_null(kf);
+    fputs("5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed\n", kf);
+    fclose(kf);
+    snprintf(env_key, sizeof env_key, "TRACE_SIGNING_KEY=%s", key_path);
+    const char *env[] = {"SIM_MODE=lockstep", "SPEED=max", env_dir, env_key, NULL};
     proc_start(&p, env);
     wait_healthy(&p);
     nats_side n;
@@ -1138,6 +1145,7 @@ static void test_trace_recording(void **state)
         }
     }
     assert_int_equal(mc_trace_reader_state(r), MC_TRACE_CLEAN);
+    assert_int_equal(mc_trace_reader_signature(r), MC_TRACE_SIG_UNCHECKED);
     mc_trace_reader_free(r);
     assert_true(checkpoints >= 6);
     assert_true(last_tick >= 6);
@@ -1214,6 +1222,22 @@ static void test_bad_env(void **state)
     expect_exit2(e8, "TOPOLOGY_SERVICES");
     const char *e9[] = {"METRICS_CHUNK_SAMPLES=0", NULL};
     expect_exit2(e9, "METRICS_CHUNK_SAMPLES");
+    /* A signing key file that is not a key stops the start too (after the
+     * bus is up: exercises the failed-start shutdown). */
+    char key[128], dir_kv[160], key_kv[160];
+    snprintf(key, sizeof key, "/tmp/simsvc-badkey-%d", (int)getpid());
+    FILE *f = fopen(key, "w");
+    assert_non_null(f);
+    fputs("not a key\n", f);
+    fclose(f);
+    snprintf(dir_kv, sizeof dir_kv, "TRACE_DIR=/tmp/simsvc-badkey-%d.d", (int)getpid());
+    snprintf(key_kv, sizeof key_kv, "TRACE_SIGNING_KEY=%s", key);
+    const char *e10[] = {key_kv, dir_kv, NULL};
+    expect_exit2(e10, "signing key");
+    unlink(key);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf /tmp/simsvc-badkey-%d.d", (int)getpid());
+    assert_int_equal(system(cmd), 0);
 }
 
 int main(void)
