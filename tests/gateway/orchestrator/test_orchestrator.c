@@ -19,6 +19,7 @@
 #include "sim/v1/metrics.pb-c.h"
 
 #define TOKEN "test-token"
+static const char auth_header[] = "Authorization: Bearer test-token";
 #define APPROVE "/ops.v1.ActionService/ApproveAction"
 #define REJECT "/ops.v1.ActionService/RejectAction"
 #define LIST "/ops.v1.ActionService/ListPendingActions"
@@ -207,7 +208,7 @@ static void test_buf_curl(void **state)
     snprintf(url, sizeof url, "http://127.0.0.1:%u%s", (unsigned)o.port, APPROVE);
     snprintf(data, sizeof data, "{\"action_id\":\"%s\",\"actor\":\"buf\"}", a);
     char *argv2[] = {BUF_BIN, "curl", "--protocol", "connect", "--schema", PROTO_DIR,
-                     "--header", "Authorization: Bearer " TOKEN, "--data", data, url, NULL};
+                     "--header", (char *)auth_header, "--data", data, url, NULL};
     rc = th_run(argv2, &out, true, 60000);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "ACTION_STATUS_APPROVED"));
@@ -246,7 +247,7 @@ static void test_concurrent_double_approval(void **state)
             if (pids[k] == 0) {
                 char *argv[] = {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X",
                                 "POST", "-H", "Content-Type: application/json", "-H",
-                                "Authorization: Bearer " TOKEN, "--data-binary", body, url, NULL};
+                                (char *)auth_header, "--data-binary", body, url, NULL};
                 char *out = NULL;
                 th_run(argv, &out, false, 20000);
                 int code = out ? atoi(out) : 0;
@@ -633,7 +634,7 @@ static void test_control_proxy(void **state)
     th_event_free(&ev);
     th_sse_close(&s);
     const char *args[] = {"-X", "POST", "-H", "Content-Type: application/proto", "-H",
-                          "Authorization: Bearer " TOKEN, "--data-binary", "\x08\x01"};
+                          auth_header, "--data-binary", "\x08\x01"};
     th_curl(&o, "/sim.v1.SimulationService/Reset", args, 8, &r);
     assert_int_equal(r.status, 200);
     th_resp_free(&r);
