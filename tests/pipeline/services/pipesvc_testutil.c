@@ -137,6 +137,31 @@ void pt_env_cleanup(pt_env *e)
 
 /* ---- Children ---- */
 
+/* Children not yet waited for, so a failed test does not leave them
+ * running (pt_kill_children). */
+#define MAX_CHILDREN 16
+static pid_t g_children[MAX_CHILDREN];
+
+static void child_forget(pid_t pid)
+{
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (g_children[i] == pid)
+            g_children[i] = 0;
+}
+
+int pt_kill_children(void **state)
+{
+    (void)state;
+    for (int i = 0; i < MAX_CHILDREN; i++) {
+        if (g_children[i] > 0) {
+            kill(g_children[i], SIGKILL);
+            waitpid(g_children[i], NULL, 0);
+            g_children[i] = 0;
+        }
+    }
+    return 0;
+}
+
 pid_t pt_spawn(const pt_env *e, const char *binary, uint16_t admin_port,
                const char *const *extra, const char *log_path)
 {
@@ -175,6 +200,12 @@ pid_t pt_spawn(const pt_env *e, const char *binary, uint16_t admin_port,
         fprintf(stderr, "exec %s: %s\n", binary, strerror(errno));
         _exit(127);
     }
+    for (int i = 0; i < MAX_CHILDREN; i++) {
+        if (g_children[i] == 0) {
+            g_children[i] = pid;
+            break;
+        }
+    }
     return pid;
 }
 
@@ -185,6 +216,7 @@ int pt_wait(pid_t pid, int timeout_ms)
         int status = 0;
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid) {
+            child_forget(pid);
             if (WIFEXITED(status))
                 return WEXITSTATUS(status);
             if (WIFSIGNALED(status))
@@ -194,6 +226,7 @@ int pt_wait(pid_t pid, int timeout_ms)
         if (mono_ms() >= end) {
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
+            child_forget(pid);
             return -1;
         }
         pt_sleep_ms(20);

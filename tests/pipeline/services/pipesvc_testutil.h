@@ -46,6 +46,9 @@ pid_t pt_spawn(const pt_env *e, const char *binary, uint16_t admin_port,
 /* Waits up to timeout_ms for pid to exit; returns its exit status, 128+sig
  * when killed by a signal, or -1 on timeout (the child is then killed). */
 int pt_wait(pid_t pid, int timeout_ms);
+/* Kills (SIGKILL) and reaps every spawned child not waited for yet: a
+ * cmocka teardown, so a failed test leaves no service running. */
+int pt_kill_children(void **state);
 /* A port that was free a moment ago. */
 uint16_t pt_free_port(void);
 /* GET http://127.0.0.1:port/path; returns the status (0 when it could not

@@ -210,9 +210,9 @@ static void test_bad_decision_rules_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_decision_rules_file),
-        cmocka_unit_test(test_poison_incident_deadlettered),
-        cmocka_unit_test(test_critical_incident_one_action),
+        cmocka_unit_test_teardown(test_bad_decision_rules_file, pt_kill_children),
+        cmocka_unit_test_teardown(test_poison_incident_deadlettered, pt_kill_children),
+        cmocka_unit_test_teardown(test_critical_incident_one_action, pt_kill_children),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     mc_bus_library_shutdown(2000);

@@ -338,11 +338,11 @@ static void test_bad_rules_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_rules_file),
-        cmocka_unit_test(test_poison_deadlettered),
-        cmocka_unit_test(test_sigterm_commits_open_batch),
-        cmocka_unit_test(test_incidents_from_error_rate),
-        cmocka_unit_test(test_ingest_kill9_exactly_once),
+        cmocka_unit_test_teardown(test_bad_rules_file, pt_kill_children),
+        cmocka_unit_test_teardown(test_poison_deadlettered, pt_kill_children),
+        cmocka_unit_test_teardown(test_sigterm_commits_open_batch, pt_kill_children),
+        cmocka_unit_test_teardown(test_incidents_from_error_rate, pt_kill_children),
+        cmocka_unit_test_teardown(test_ingest_kill9_exactly_once, pt_kill_children),
     };
     int rc = cmocka_run_group_tests(tests, setup, NULL);
     mc_bus_library_shutdown(2000);
