@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -720,6 +721,70 @@ static void test_restart_keeps_pending(void **state)
     assert_int_equal(th_orch_stop(&o), 0);
 }
 
+#ifdef SIM_ENGINE_BIN
+/* Against the real sim-engine: control through the proxy, run info in the
+ * snapshot, tick events from its metrics. */
+static void test_real_engine(void **state)
+{
+    (void)state;
+    th_orch o;
+    th_orch_init(&o, "eng");
+    uint16_t eport = (uint16_t)(o.port + 1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "127.0.0.1:%u", (unsigned)eport);
+        setenv("ADDR", buf, 1);
+        setenv("BUS_STREAM_PREFIX", o.prefix_stream, 1);
+        setenv("BUS_SUBJECT_PREFIX", o.prefix_subject, 1);
+        setenv("SCENARIO", "normal", 1);
+        setenv("SCENARIO_DIR", SCENARIO_DIR, 1);
+        setenv("SIM_MODE", "realtime", 1);
+        setenv("SPEED", "10", 1);
+        setenv("LOG_LEVEL", "warn", 1);
+        execl(SIM_ENGINE_BIN, "sim-engine", (char *)NULL);
+        _exit(127);
+    }
+    char env[128];
+    snprintf(env, sizeof env, "SIM_ENGINE_URL=http://127.0.0.1:%u", (unsigned)eport);
+    th_orch_env(&o, env);
+    th_orch_start(&o);
+    th_resp r;
+    uint64_t deadline = th_now_ms() + 10000;
+    for (;;) {
+        th_post_json(&o, "/sim.v1.SimulationService/GetState", "{}", NULL, NULL, &r);
+        if (r.status == 200 || th_now_ms() > deadline)
+            break;
+        th_resp_free(&r);
+        usleep(100000);
+    }
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"runId\""));
+    th_resp_free(&r);
+    th_sse s;
+    assert_int_equal(th_sse_open(&s, o.port, "/api/stream", NULL, 0), 200);
+    th_event ev;
+    expect_event(&s, "tick", &ev);
+    assert_non_null(strstr(ev.data, "\"services\":[{"));
+    th_event_free(&ev);
+    th_sse_close(&s);
+    th_post_json(&o, "/sim.v1.SimulationService/Pause", "{}", TOKEN, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"state\""));
+    th_resp_free(&r);
+    assert_int_equal(th_sse_open(&s, o.port, "/api/stream", NULL, 0), 200);
+    assert_true(th_sse_next(&s, &ev, 5000));
+    assert_string_equal(ev.type, "snapshot");
+    assert_non_null(strstr(ev.data, "\"scenario\":\"normal\""));
+    th_event_free(&ev);
+    th_sse_close(&s);
+    assert_int_equal(th_orch_stop(&o), 0);
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+}
+#endif
+
 /* A missing API_TOKEN_FILE stops the start with status 2. */
 static void test_token_file_missing(void **state)
 {
@@ -745,6 +810,9 @@ int main(void)
         cmocka_unit_test(test_auto_mode),
         cmocka_unit_test(test_control_proxy),
         cmocka_unit_test(test_restart_keeps_pending),
+#ifdef SIM_ENGINE_BIN
+        cmocka_unit_test(test_real_engine),
+#endif
     };
     /* ORCH_TEST_FILTER=test_sse* runs a subset. */
     if (getenv("ORCH_TEST_FILTER") != NULL)
