@@ -2,7 +2,7 @@
 JOBS ?= 2
 BUILD ?= build
 
-.PHONY: all build run test bench fmt fmt-check clean clean-data setup tools traces
+.PHONY: all build run test bench fmt fmt-check clean clean-data setup tools traces web
 
 all: build
 
@@ -23,9 +23,17 @@ build: setup
 	cmake -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build $(BUILD)/release -j$(JOBS)
 
+# The dashboard's static build, served by the orchestrator (rebuilt only when
+# its sources or the protos change).
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null | grep -v '/gen/') \
+	web/package.json web/next.config.ts $(wildcard proto/*/v1/*.proto)
+web: web/out/index.html
+web/out/index.html: node_modules/.mc-stamp web/node_modules/.mc-stamp $(WEB_SOURCES)
+	cd web && NEXT_TELEMETRY_DISABLED=1 npm run --silent build
+
 # Starts the live system and prints where to open it (scripts/run).
-run: setup build
-	@scripts/run
+run: setup build web
+	@BUILD=$(BUILD) scripts/run
 
 # Every test: Debug and asan builds (unit, integration, lint, fuzz corpus
 # replay) and the clang libFuzzer build, each against a private nats-server
