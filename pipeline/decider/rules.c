@@ -1,9 +1,14 @@
 #include "decider/rules.h"
 
-#include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "common/v1/enums.pb-c.h"
+
+/* The shared reader (rulefile.h) finds a rule's name at its start and
+ * stores names of MC_RULEFILE_NAME_MAX bytes. */
+_Static_assert(offsetof(mc_decider_rule, name) == 0, "a rule starts with its name");
+_Static_assert(MC_DECIDER_NAME_MAX == MC_RULEFILE_NAME_MAX, "one name size");
 
 #define SEV(s) COMMON__V1__INCIDENT_SEVERITY__INCIDENT_SEVERITY_##s
 #define ACT(a) COMMON__V1__ACTION_TYPE__ACTION_TYPE_##a
@@ -68,9 +73,10 @@ static int opt_name_ok(const char *s)
     return s[0] == '\0' || mc_rulefile_name_ok(s, MC_DECIDER_NAME_MAX);
 }
 
-static mc_status validate_rule(const mc_decider_rule *r, const char *file, uint32_t line,
-                               mc_error *err)
+/* Checks one rule; line is where it was defined (0 for the built-in table). */
+static mc_status validate_rule(const void *rule, const char *file, uint32_t line, mc_error *err)
 {
+    const mc_decider_rule *r = rule;
     const char *name = r->name[0] ? r->name : "?";
     static const char name_why[] = "must be 1..47 characters of [A-Za-z0-9_.-]";
     if (!mc_rulefile_name_ok(r->name, sizeof r->name))
@@ -134,28 +140,7 @@ static mc_status validate_rule(const mc_decider_rule *r, const char *file, uint3
     return MC_OK;
 }
 
-mc_status mc_decider_rules_validate(const mc_decider_rules *rules, mc_error *err)
-{
-    if (rules == NULL)
-        return mc_error_set(err, MC_ERR_INVALID, "decision rules: NULL rule set");
-    if (rules->count > MC_DECIDER_RULES_MAX)
-        return mc_error_set(err, MC_ERR_LIMIT, "decision rules: %zu rules, at most %d",
-                            rules->count, MC_DECIDER_RULES_MAX);
-    if (rules->count == 0)
-        return mc_error_set(err, MC_ERR_INVALID, "decision rules: no rule");
-    for (size_t i = 0; i < rules->count; i++) {
-        mc_status st = validate_rule(&rules->rules[i], "decision rules", 0, err);
-        if (st != MC_OK)
-            return st;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(rules->rules[i].name, rules->rules[j].name) == 0)
-                return mc_error_set(err, MC_ERR_EXISTS,
-                                    "decision rules: rule \"%s\" is defined twice",
-                                    rules->rules[i].name);
-    }
-    return MC_OK;
-}
-
+/* Which fields a [rule] section has set so far. */
 enum {
     F_NAME = 1 << 0,
     F_METRIC = 1 << 1,
@@ -173,207 +158,104 @@ enum {
     F_REASON = 1 << 13
 };
 
-static const struct {
-    const char *key;
-    unsigned flag;
-} rule_keys[] = {
-    {"name", F_NAME},
-    {"metric", F_METRIC},
-    {"incident_rule", F_INCIDENT_RULE},
-    {"target", F_TARGET},
-    {"min_severity", F_MIN_SEV},
-    {"max_severity", F_MAX_SEV},
-    {"requires_open", F_REQUIRES},
-    {"unless_open", F_UNLESS},
-    {"min_open_ticks", F_MIN_OPEN},
-    {"action", F_ACTION},
-    {"cooldown_ticks", F_COOLDOWN},
-    {"escalate_to", F_ESC_TO},
-    {"escalate_after_ticks", F_ESC_AFTER},
-    {"reason", F_REASON},
+static const mc_rulefile_field rule_fields[] = {
+    {"name", F_NAME, 1},
+    {"metric", F_METRIC, 0},
+    {"incident_rule", F_INCIDENT_RULE, 0},
+    {"target", F_TARGET, 0},
+    {"min_severity", F_MIN_SEV, 0},
+    {"max_severity", F_MAX_SEV, 0},
+    {"requires_open", F_REQUIRES, 0},
+    {"unless_open", F_UNLESS, 0},
+    {"min_open_ticks", F_MIN_OPEN, 0},
+    {"action", F_ACTION, 1},
+    {"cooldown_ticks", F_COOLDOWN, 0},
+    {"escalate_to", F_ESC_TO, 0},
+    {"escalate_after_ticks", F_ESC_AFTER, 0},
+    {"reason", F_REASON, 1},
 };
 
-typedef struct rule_builder {
-    mc_decider_rule rule;
-    unsigned seen;
-    uint32_t line;
-    char label[MC_DECIDER_NAME_MAX + 8];
-} rule_builder;
-
-static void builder_start(rule_builder *b, uint32_t line, size_t ordinal)
+static mc_status rule_set(void *rule, unsigned flag, const char *v, const char **why)
 {
-    memset(b, 0, sizeof *b);
-    b->line = line;
-    snprintf(b->label, sizeof b->label, "#%zu", ordinal);
-}
-
-static mc_status builder_set(rule_builder *b, const mc_rulefile *f, mc_error *err)
-{
-    unsigned flag = 0;
-    for (size_t i = 0; i < sizeof rule_keys / sizeof rule_keys[0]; i++)
-        if (strcmp(f->key, rule_keys[i].key) == 0)
-            flag = rule_keys[i].flag;
-    if (flag == 0)
-        return mc_rulefile_error(err, MC_ERR_INVALID, f->file, f->line, b->label, f->key,
-                                 "unknown field (see RULES.md)");
-    if (b->seen & flag)
-        return mc_rulefile_error(err, MC_ERR_INVALID, f->file, f->line, b->label, f->key,
-                                 "set twice in one rule");
-    b->seen |= flag;
-    mc_decider_rule *r = &b->rule;
-    const char *v = f->value;
-    mc_status st = MC_OK;
-    const char *why = "";
-    char *name_dst = NULL;
+    mc_decider_rule *r = rule;
+    static const char ticks_why[] = "must be a whole number of ticks, 0..1000000";
+    static const char severity_why[] = "must be INFO, WARNING, ERROR or CRITICAL";
     switch (flag) {
     case F_NAME:
-        name_dst = r->name;
-        break;
+        return mc_rulefile_set_name(r->name, v, why);
     case F_METRIC:
-        name_dst = r->metric;
-        break;
+        return mc_rulefile_set_name(r->metric, v, why);
     case F_INCIDENT_RULE:
-        name_dst = r->incident_rule;
-        break;
+        return mc_rulefile_set_name(r->incident_rule, v, why);
     case F_REQUIRES:
-        name_dst = r->requires_open;
-        break;
+        return mc_rulefile_set_name(r->requires_open, v, why);
     case F_UNLESS:
-        name_dst = r->unless_open;
-        break;
+        return mc_rulefile_set_name(r->unless_open, v, why);
     case F_TARGET:
-        st = mc_rulefile_parse_target(v, &r->target);
-        why = "must be service or node";
-        break;
+        *why = "must be service or node";
+        return mc_rulefile_parse_target(v, &r->target);
     case F_MIN_SEV:
-        st = mc_rulefile_parse_severity(v, &r->min_severity);
-        why = "must be INFO, WARNING, ERROR or CRITICAL";
-        break;
+        *why = severity_why;
+        return mc_rulefile_parse_severity(v, &r->min_severity);
     case F_MAX_SEV:
-        st = mc_rulefile_parse_severity(v, &r->max_severity);
-        why = "must be INFO, WARNING, ERROR or CRITICAL";
-        break;
+        *why = severity_why;
+        return mc_rulefile_parse_severity(v, &r->max_severity);
     case F_MIN_OPEN:
-        st = mc_rulefile_parse_u32(v, MC_DECIDER_TICKS_MAX, &r->min_open_ticks);
-        why = "must be a whole number of ticks, 0..1000000";
-        break;
+        *why = ticks_why;
+        return mc_rulefile_parse_u32(v, MC_DECIDER_TICKS_MAX, &r->min_open_ticks);
     case F_COOLDOWN:
-        st = mc_rulefile_parse_u32(v, MC_DECIDER_TICKS_MAX, &r->cooldown_ticks);
-        why = "must be a whole number of ticks, 0..1000000";
-        break;
+        *why = ticks_why;
+        return mc_rulefile_parse_u32(v, MC_DECIDER_TICKS_MAX, &r->cooldown_ticks);
     case F_ESC_AFTER:
-        st = mc_rulefile_parse_u32(v, MC_DECIDER_TICKS_MAX, &r->escalate_after_ticks);
-        why = "must be a whole number of ticks, 0..1000000";
-        break;
+        *why = ticks_why;
+        return mc_rulefile_parse_u32(v, MC_DECIDER_TICKS_MAX, &r->escalate_after_ticks);
     case F_ACTION:
-        st = mc_rulefile_parse_action_type(v, &r->action);
-        why = "must be RESTART_SERVICE, SCALE_UP, SCALE_DOWN, DRAIN_NODE or REBALANCE_TRAFFIC";
-        break;
+        *why = "must be RESTART_SERVICE, SCALE_UP, SCALE_DOWN, DRAIN_NODE or REBALANCE_TRAFFIC";
+        return mc_rulefile_parse_action_type(v, &r->action);
     case F_ESC_TO:
-        st = mc_rulefile_parse_action_type(v, &r->escalate_to);
-        why = "must be an action type";
-        break;
+        *why = "must be an action type";
+        return mc_rulefile_parse_action_type(v, &r->escalate_to);
     case F_REASON:
-        st = mc_rulefile_copy(r->reason, sizeof r->reason, v);
-        why = "longer than 255 bytes";
-        break;
+        *why = "longer than 255 bytes";
+        return mc_rulefile_copy(r->reason, sizeof r->reason, v);
     default:
-        break;
+        return MC_OK;
     }
-    if (name_dst != NULL) {
-        if (!mc_rulefile_name_ok(v, MC_DECIDER_NAME_MAX)) {
-            st = MC_ERR_INVALID;
-            why = "must be 1..47 characters of [A-Za-z0-9_.-]";
-        } else {
-            st = mc_rulefile_copy(name_dst, MC_DECIDER_NAME_MAX, v);
-            if (flag == F_NAME)
-                snprintf(b->label, sizeof b->label, "%s", v);
-        }
-    }
-    if (st != MC_OK)
-        return mc_rulefile_error(err, st, f->file, f->line, b->label, f->key, "\"%.64s\" %s", v,
-                                 why);
-    return MC_OK;
 }
 
-static mc_status builder_finish(rule_builder *b, const char *file, mc_decider_rules *out,
-                                mc_error *err)
+/* The target follows from the action unless given (then it must agree). */
+static void rule_complete(void *rule, unsigned seen)
 {
-    static const struct {
-        unsigned flag;
-        const char *key;
-    } required[] = {{F_NAME, "name"}, {F_ACTION, "action"}, {F_REASON, "reason"}};
-    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
-        if (!(b->seen & required[i].flag))
-            return mc_rulefile_error(err, MC_ERR_INVALID, file, b->line, b->label,
-                                     required[i].key, "required field missing");
-    mc_decider_rule *r = &b->rule;
-    /* The target follows from the action unless given (then it must agree). */
-    if (!(b->seen & F_TARGET))
+    mc_decider_rule *r = rule;
+    if (!(seen & F_TARGET))
         r->target = mc_decider_action_target(r->action);
-    mc_status st = validate_rule(r, file, b->line, err);
-    if (st != MC_OK)
-        return st;
-    for (size_t i = 0; i < out->count; i++)
-        if (strcmp(out->rules[i].name, r->name) == 0)
-            return mc_rulefile_error(err, MC_ERR_EXISTS, file, b->line, b->label, "name",
-                                     "a rule of this name is defined earlier in the file");
-    if (out->count >= MC_DECIDER_RULES_MAX)
-        return mc_rulefile_error(err, MC_ERR_LIMIT, file, b->line, b->label, NULL,
-                                 "more than %d rules", MC_DECIDER_RULES_MAX);
-    out->rules[out->count++] = *r;
-    return MC_OK;
+}
+
+static const mc_rulefile_schema schema = {
+    .what = "decision rules",
+    .fields = rule_fields,
+    .field_count = sizeof rule_fields / sizeof rule_fields[0],
+    .name_flag = F_NAME,
+    .rule_size = sizeof(mc_decider_rule),
+    .rule_cap = MC_DECIDER_RULES_MAX,
+    .start = NULL,
+    .set = rule_set,
+    .complete = rule_complete,
+    .validate = validate_rule,
+};
+
+mc_status mc_decider_rules_validate(const mc_decider_rules *rules, mc_error *err)
+{
+    return mc_rulefile_rules_validate(&schema, rules ? rules->rules : NULL,
+                                      rules ? rules->count : 0, err);
 }
 
 mc_status mc_decider_rules_parse(const char *buf, size_t len, const char *file_name,
                                  mc_decider_rules *out, mc_rules_mode *mode, mc_error *err)
 {
-    memset(out, 0, sizeof *out);
-    *mode = MC_RULES_MODE_EXTEND;
-    mc_rulefile f;
-    mc_rulefile_init(&f, buf, len, file_name);
-    rule_builder b;
-    int in_rule = 0, mode_seen = 0;
-    size_t ordinal = 0;
-    for (;;) {
-        mc_rulefile_item item;
-        mc_status st = mc_rulefile_next(&f, &item, err);
-        if (st != MC_OK)
-            return st;
-        if (item == MC_RULEFILE_END)
-            break;
-        if (item == MC_RULEFILE_SECTION) {
-            if (strcmp(f.section, "rule") != 0)
-                return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, NULL, NULL,
-                                         "unknown section [%s] (only [rule])", f.section);
-            if (in_rule && (st = builder_finish(&b, f.file, out, err)) != MC_OK)
-                return st;
-            builder_start(&b, f.line, ++ordinal);
-            in_rule = 1;
-            continue;
-        }
-        if (!in_rule) {
-            if (strcmp(f.key, "mode") != 0)
-                return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, NULL, f.key,
-                                         "only \"mode\" may come before the first [rule]");
-            if (mode_seen)
-                return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, NULL, "mode",
-                                         "set twice");
-            if (mc_rulefile_parse_mode(f.value, mode) != MC_OK)
-                return mc_rulefile_error(err, MC_ERR_PARSE, f.file, f.line, NULL, "mode",
-                                         "\"%.64s\" must be extend or replace", f.value);
-            mode_seen = 1;
-            continue;
-        }
-        if (strcmp(f.key, "mode") == 0)
-            return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, b.label, "mode",
-                                     "mode must come before the first [rule]");
-        if ((st = builder_set(&b, &f, err)) != MC_OK)
-            return st;
-    }
-    if (in_rule)
-        return builder_finish(&b, f.file, out, err);
-    return MC_OK;
+    mc_decider_rule scratch;
+    return mc_rulefile_rules_parse(&schema, buf, len, file_name, out->rules, &out->count,
+                                   &scratch, mode, err);
 }
 
 mc_status mc_decider_rules_load(const char *buf, size_t len, const char *file_name,
@@ -387,27 +269,6 @@ mc_status mc_decider_rules_load(const char *buf, size_t len, const char *file_na
     mc_status st = mc_decider_rules_parse(buf, len, file_name, &file, &mode, err);
     if (st != MC_OK)
         return st;
-    if (mode == MC_RULES_MODE_REPLACE) {
-        *out = file;
-    } else {
-        for (size_t i = 0; i < file.count; i++) {
-            size_t j = 0;
-            while (j < out->count && strcmp(out->rules[j].name, file.rules[i].name) != 0)
-                j++;
-            if (j < out->count) {
-                out->rules[j] = file.rules[i];
-                continue;
-            }
-            if (out->count >= MC_DECIDER_RULES_MAX)
-                return mc_error_set(err, MC_ERR_LIMIT,
-                                    "%s: rule \"%s\": more than %d rules with the built-ins",
-                                    file_name ? file_name : "<rules>", file.rules[i].name,
-                                    MC_DECIDER_RULES_MAX);
-            out->rules[out->count++] = file.rules[i];
-        }
-    }
-    st = mc_decider_rules_validate(out, err);
-    if (st != MC_OK)
-        return mc_error_wrap(err, "%s", file_name ? file_name : "<rules>");
-    return MC_OK;
+    return mc_rulefile_rules_apply(&schema, out->rules, &out->count, file.rules, file.count,
+                                   mode, file_name, err);
 }

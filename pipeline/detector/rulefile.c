@@ -320,3 +320,198 @@ const char *mc_rulefile_target_name(mc_rule_target t)
     }
     return "?";
 }
+
+mc_status mc_rulefile_set_name(char *dst, const char *value, const char **why)
+{
+    if (!mc_rulefile_name_ok(value, MC_RULEFILE_NAME_MAX)) {
+        *why = "must be 1..47 characters of [A-Za-z0-9_.-]";
+        return MC_ERR_INVALID;
+    }
+    return mc_rulefile_copy(dst, MC_RULEFILE_NAME_MAX, value);
+}
+
+/* Every rule starts with its name (see rulefile.h). */
+static const char *rule_name(const mc_rulefile_schema *s, const void *rules, size_t i)
+{
+    return (const char *)rules + i * s->rule_size;
+}
+
+/* The index of the rule called name in rules[0..count), or count. */
+static size_t rule_find(const mc_rulefile_schema *s, const void *rules, size_t count,
+                        const char *name)
+{
+    size_t i = 0;
+    while (i < count && strcmp(rule_name(s, rules, i), name) != 0)
+        i++;
+    return i;
+}
+
+mc_status mc_rulefile_rules_validate(const mc_rulefile_schema *s, const void *rules,
+                                     size_t count, mc_error *err)
+{
+    if (rules == NULL)
+        return mc_error_set(err, MC_ERR_INVALID, "%s: NULL rule set", s->what);
+    if (count > s->rule_cap)
+        return mc_error_set(err, MC_ERR_LIMIT, "%s: %zu rules, at most %zu", s->what, count,
+                            s->rule_cap);
+    if (count == 0)
+        return mc_error_set(err, MC_ERR_INVALID, "%s: no rule", s->what);
+    for (size_t i = 0; i < count; i++) {
+        mc_status st = s->validate(rule_name(s, rules, i), s->what, 0, err);
+        if (st != MC_OK)
+            return st;
+        if (rule_find(s, rules, i, rule_name(s, rules, i)) < i)
+            return mc_error_set(err, MC_ERR_EXISTS, "%s: rule \"%s\" is defined twice",
+                                s->what, rule_name(s, rules, i));
+    }
+    return MC_OK;
+}
+
+/* The [rule] section being read. */
+typedef struct rule_builder {
+    void *rule; /* the caller's scratch rule */
+    unsigned seen;
+    uint32_t line; /* of the [rule] header */
+    /* "#<ordinal>" until the name is read: names the rule in errors. */
+    char label[MC_RULEFILE_NAME_MAX + 8];
+} rule_builder;
+
+static void builder_start(const mc_rulefile_schema *s, rule_builder *b, uint32_t line,
+                          size_t ordinal)
+{
+    memset(b->rule, 0, s->rule_size);
+    b->seen = 0;
+    b->line = line;
+    if (s->start != NULL)
+        s->start(b->rule);
+    snprintf(b->label, sizeof b->label, "#%zu", ordinal);
+}
+
+static mc_status builder_set(const mc_rulefile_schema *s, rule_builder *b, const mc_rulefile *f,
+                             mc_error *err)
+{
+    unsigned flag = 0;
+    for (size_t i = 0; i < s->field_count; i++)
+        if (strcmp(f->key, s->fields[i].key) == 0)
+            flag = s->fields[i].flag;
+    if (flag == 0)
+        return mc_rulefile_error(err, MC_ERR_INVALID, f->file, f->line, b->label, f->key,
+                                 "unknown field (see RULES.md)");
+    if (b->seen & flag)
+        return mc_rulefile_error(err, MC_ERR_INVALID, f->file, f->line, b->label, f->key,
+                                 "set twice in one rule");
+    b->seen |= flag;
+    const char *why = "";
+    mc_status st = s->set(b->rule, flag, f->value, &why);
+    if (st != MC_OK)
+        return mc_rulefile_error(err, st, f->file, f->line, b->label, f->key, "\"%.64s\" %s",
+                                 f->value, why);
+    if (flag == s->name_flag)
+        snprintf(b->label, sizeof b->label, "%s", f->value);
+    return MC_OK;
+}
+
+static mc_status builder_finish(const mc_rulefile_schema *s, rule_builder *b, const char *file,
+                                void *rules, size_t *count, mc_error *err)
+{
+    for (size_t i = 0; i < s->field_count; i++)
+        if (s->fields[i].required && !(b->seen & s->fields[i].flag))
+            return mc_rulefile_error(err, MC_ERR_INVALID, file, b->line, b->label,
+                                     s->fields[i].key, "required field missing");
+    if (s->complete != NULL)
+        s->complete(b->rule, b->seen);
+    mc_status st = s->validate(b->rule, file, b->line, err);
+    if (st != MC_OK)
+        return st;
+    if (rule_find(s, rules, *count, b->rule) < *count)
+        return mc_rulefile_error(err, MC_ERR_EXISTS, file, b->line, b->label, "name",
+                                 "a rule of this name is defined earlier in the file");
+    if (*count >= s->rule_cap)
+        return mc_rulefile_error(err, MC_ERR_LIMIT, file, b->line, b->label, NULL,
+                                 "more than %zu rules", s->rule_cap);
+    memcpy((char *)rules + *count * s->rule_size, b->rule, s->rule_size);
+    (*count)++;
+    return MC_OK;
+}
+
+mc_status mc_rulefile_rules_parse(const mc_rulefile_schema *s, const char *buf, size_t len,
+                                  const char *file_name, void *rules, size_t *count,
+                                  void *scratch, mc_rules_mode *mode, mc_error *err)
+{
+    memset(rules, 0, s->rule_cap * s->rule_size);
+    *count = 0;
+    *mode = MC_RULES_MODE_EXTEND;
+    mc_rulefile f;
+    mc_rulefile_init(&f, buf, len, file_name);
+    rule_builder b = {.rule = scratch};
+    int in_rule = 0, mode_seen = 0;
+    size_t ordinal = 0;
+    /* Each iteration consumes one item; mc_rulefile_next ends with the
+     * buffer. */
+    for (;;) {
+        mc_rulefile_item item;
+        mc_status st = mc_rulefile_next(&f, &item, err);
+        if (st != MC_OK)
+            return st;
+        if (item == MC_RULEFILE_END)
+            break;
+        if (item == MC_RULEFILE_SECTION) {
+            if (strcmp(f.section, "rule") != 0)
+                return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, NULL, NULL,
+                                         "unknown section [%s] (only [rule])", f.section);
+            if (in_rule && (st = builder_finish(s, &b, f.file, rules, count, err)) != MC_OK)
+                return st;
+            builder_start(s, &b, f.line, ++ordinal);
+            in_rule = 1;
+            continue;
+        }
+        if (!in_rule) {
+            if (strcmp(f.key, "mode") != 0)
+                return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, NULL, f.key,
+                                         "only \"mode\" may come before the first [rule]");
+            if (mode_seen)
+                return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, NULL, "mode",
+                                         "set twice");
+            if (mc_rulefile_parse_mode(f.value, mode) != MC_OK)
+                return mc_rulefile_error(err, MC_ERR_PARSE, f.file, f.line, NULL, "mode",
+                                         "\"%.64s\" must be extend or replace", f.value);
+            mode_seen = 1;
+            continue;
+        }
+        if (strcmp(f.key, "mode") == 0)
+            return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, b.label, "mode",
+                                     "mode must come before the first [rule]");
+        if ((st = builder_set(s, &b, &f, err)) != MC_OK)
+            return st;
+    }
+    if (in_rule)
+        return builder_finish(s, &b, f.file, rules, count, err);
+    return MC_OK;
+}
+
+mc_status mc_rulefile_rules_apply(const mc_rulefile_schema *s, void *rules, size_t *count,
+                                  const void *file_rules, size_t file_count, mc_rules_mode mode,
+                                  const char *file_name, mc_error *err)
+{
+    const char *file = file_name ? file_name : "<rules>";
+    if (mode == MC_RULES_MODE_REPLACE) {
+        memcpy(rules, file_rules, s->rule_cap * s->rule_size);
+        *count = file_count;
+    } else {
+        for (size_t i = 0; i < file_count; i++) {
+            const char *name = rule_name(s, file_rules, i);
+            size_t j = rule_find(s, rules, *count, name);
+            if (j == *count && *count >= s->rule_cap)
+                return mc_error_set(err, MC_ERR_LIMIT,
+                                    "%s: rule \"%s\": more than %zu rules with the built-ins",
+                                    file, name, s->rule_cap);
+            memcpy((char *)rules + j * s->rule_size, name, s->rule_size);
+            if (j == *count)
+                (*count)++;
+        }
+    }
+    mc_status st = mc_rulefile_rules_validate(s, rules, *count, err);
+    if (st != MC_OK)
+        return mc_error_wrap(err, "%s", file);
+    return MC_OK;
+}

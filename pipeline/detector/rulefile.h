@@ -22,6 +22,8 @@
 #define MC_RULEFILE_KEY_MAX 48
 #define MC_RULEFILE_VALUE_MAX 512
 #define MC_RULEFILE_SECTION_MAX 32
+/* Rule, group and metric names, with the NUL (both rule kinds use it). */
+#define MC_RULEFILE_NAME_MAX 48
 
 /* What mc_rulefile_next found. */
 typedef enum mc_rulefile_item {
@@ -101,9 +103,72 @@ int mc_rulefile_name_ok(const char *s, size_t max);
  * MC_ERR_RANGE when it does not. */
 mc_status mc_rulefile_copy(char *dst, size_t cap, const char *src);
 
+/* Stores a name field (mc_rulefile_name_ok) into dst, which holds
+ * MC_RULEFILE_NAME_MAX bytes; on failure sets *why as the set hook of
+ * mc_rulefile_schema does. */
+mc_status mc_rulefile_set_name(char *dst, const char *value, const char **why);
+
 /* Short names, e.g. "WARNING", "SCALE_UP", "service"; "?" for unknown. */
 const char *mc_rulefile_severity_name(int severity);
 const char *mc_rulefile_action_type_name(int action_type);
 const char *mc_rulefile_target_name(mc_rule_target t);
+
+/* The [rule]-section reader both rule kinds share. Each kind describes its
+ * rules once (which keys a section may set, how a value is stored, how a
+ * finished rule is checked) and this reader does the rest the same way for
+ * both: the "mode" line, the section headers, unknown and repeated keys,
+ * required fields, duplicate names, the table limit and, when loading, how
+ * a file's rules are laid over the built-ins. So the two rule files accept
+ * the same syntax and report errors in the same words.
+ *
+ * A kind's rule table is an array of rule_size-byte structs whose first
+ * member is the NUL-terminated rule name. */
+
+/* One key a [rule] section may set. */
+typedef struct mc_rulefile_field {
+    const char *key;
+    unsigned flag; /* one bit, distinct within the kind */
+    int required;  /* the section is rejected when the key is missing */
+} mc_rulefile_field;
+
+typedef struct mc_rulefile_schema {
+    const char *what; /* "detection rules": the prefix of set-level errors */
+    const mc_rulefile_field *fields;
+    size_t field_count;
+    unsigned name_flag; /* the field holding the rule's name (labels errors) */
+    size_t rule_size;
+    size_t rule_cap; /* how many rules a table holds */
+    /* Sets the defaults of a rule about to be read (already zeroed); may be
+     * NULL. */
+    void (*start)(void *rule);
+    /* Stores value for the field flag; on failure returns MC_ERR_PARSE,
+     * MC_ERR_RANGE or MC_ERR_INVALID and sets *why to what a value must be. */
+    mc_status (*set)(void *rule, unsigned flag, const char *value, const char **why);
+    /* Fills fields that default from others, given the flags seen; may be
+     * NULL. */
+    void (*complete)(void *rule, unsigned seen);
+    /* Checks one rule; line is where it was defined (0 for a table). */
+    mc_status (*validate)(const void *rule, const char *file, uint32_t line, mc_error *err);
+} mc_rulefile_schema;
+
+/* Checks a rule table: count in 1..rule_cap, each rule valid, names
+ * unique. Errors start with schema->what. */
+mc_status mc_rulefile_rules_validate(const mc_rulefile_schema *schema, const void *rules,
+                                     size_t count, mc_error *err);
+
+/* Parses a rules file from buf (len bytes) into rules (zeroed first, so
+ * rule_cap entries) and *count, and the file's mode into *mode. scratch is
+ * room for one rule, used while a section is read. */
+mc_status mc_rulefile_rules_parse(const mc_rulefile_schema *schema, const char *buf, size_t len,
+                                  const char *file_name, void *rules, size_t *count,
+                                  void *scratch, mc_rules_mode *mode, mc_error *err);
+
+/* Lays file_count rules read from file_name over the table (rules, *count)
+ * in mode: replace takes the file's table (all rule_cap entries of
+ * file_rules), extend replaces a rule of the same name in place and appends
+ * the others. The result is validated; errors name the file. */
+mc_status mc_rulefile_rules_apply(const mc_rulefile_schema *schema, void *rules, size_t *count,
+                                  const void *file_rules, size_t file_count, mc_rules_mode mode,
+                                  const char *file_name, mc_error *err);
 
 #endif

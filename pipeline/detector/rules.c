@@ -1,10 +1,16 @@
 #include "detector/rules.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/v1/enums.pb-c.h"
+
+/* The shared reader (rulefile.h) finds a rule's name at its start and
+ * stores names of MC_RULEFILE_NAME_MAX bytes. */
+_Static_assert(offsetof(mc_detector_rule, name) == 0, "a rule starts with its name");
+_Static_assert(MC_DETECTOR_NAME_MAX == MC_RULEFILE_NAME_MAX, "one name size");
 
 /* The built-in detection rules: the seed's rules (error rate, CPU, memory,
  * p99 latency) plus the ones the decider needs to find low utilization and
@@ -108,9 +114,9 @@ static mc_status parse_agg(const char *s, mc_rule_agg *out)
 }
 
 /* Checks one rule; line is where it was defined (0 for the built-in table). */
-static mc_status validate_rule(const mc_detector_rule *r, const char *file, uint32_t line,
-                               mc_error *err)
+static mc_status validate_rule(const void *rule, const char *file, uint32_t line, mc_error *err)
 {
+    const mc_detector_rule *r = rule;
     const char *name = r->name[0] ? r->name : "?";
     if (!mc_rulefile_name_ok(r->name, sizeof r->name))
         return mc_rulefile_error(err, MC_ERR_INVALID, file, line, name, "name",
@@ -153,28 +159,6 @@ static mc_status validate_rule(const mc_detector_rule *r, const char *file, uint
     return MC_OK;
 }
 
-mc_status mc_detector_rules_validate(const mc_detector_rules *rules, mc_error *err)
-{
-    if (rules == NULL)
-        return mc_error_set(err, MC_ERR_INVALID, "detection rules: NULL rule set");
-    if (rules->count > MC_DETECTOR_RULES_MAX)
-        return mc_error_set(err, MC_ERR_LIMIT, "detection rules: %zu rules, at most %d",
-                            rules->count, MC_DETECTOR_RULES_MAX);
-    if (rules->count == 0)
-        return mc_error_set(err, MC_ERR_INVALID, "detection rules: no rule");
-    for (size_t i = 0; i < rules->count; i++) {
-        mc_status st = validate_rule(&rules->rules[i], "detection rules", 0, err);
-        if (st != MC_OK)
-            return st;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(rules->rules[i].name, rules->rules[j].name) == 0)
-                return mc_error_set(err, MC_ERR_EXISTS,
-                                    "detection rules: rule \"%s\" is defined twice",
-                                    rules->rules[i].name);
-    }
-    return MC_OK;
-}
-
 /* Which fields a [rule] section has set so far. */
 enum {
     F_NAME = 1 << 0,
@@ -191,98 +175,59 @@ enum {
     F_TARGET = 1 << 11
 };
 
-static const struct {
-    const char *key;
-    unsigned flag;
-} rule_keys[] = {
-    {"name", F_NAME},
-    {"metric", F_METRIC},
-    {"operator", F_OPERATOR},
-    {"threshold", F_THRESHOLD},
-    {"window_seconds", F_WINDOW},
-    {"aggregation", F_AGG},
-    {"for_ticks", F_FOR},
-    {"clear_ticks", F_CLEAR},
-    {"severity", F_SEVERITY},
-    {"group", F_GROUP},
-    {"title", F_TITLE},
-    {"target", F_TARGET},
+static const mc_rulefile_field rule_fields[] = {
+    {"name", F_NAME, 1},
+    {"metric", F_METRIC, 1},
+    {"operator", F_OPERATOR, 1},
+    {"threshold", F_THRESHOLD, 1},
+    {"window_seconds", F_WINDOW, 0},
+    {"aggregation", F_AGG, 0},
+    {"for_ticks", F_FOR, 0},
+    {"clear_ticks", F_CLEAR, 0},
+    {"severity", F_SEVERITY, 1},
+    {"group", F_GROUP, 0},
+    {"title", F_TITLE, 0},
+    {"target", F_TARGET, 0},
 };
 
-typedef struct rule_builder {
-    mc_detector_rule rule;
-    unsigned seen;
-    uint32_t line; /* of the [rule] header */
-    size_t ordinal;
-    char label[MC_DETECTOR_NAME_MAX + 8];
-} rule_builder;
-
-static void builder_start(rule_builder *b, uint32_t line, size_t ordinal)
+static void rule_start(void *rule)
 {
-    memset(b, 0, sizeof *b);
-    b->line = line;
-    b->ordinal = ordinal;
-    b->rule.agg = MC_RULE_AGG_AVG;
-    b->rule.for_ticks = 1;
-    b->rule.clear_ticks = 1;
-    b->rule.target = MC_RULE_TARGET_ANY;
-    snprintf(b->label, sizeof b->label, "#%zu", ordinal);
+    mc_detector_rule *r = rule;
+    r->agg = MC_RULE_AGG_AVG;
+    r->for_ticks = 1;
+    r->clear_ticks = 1;
+    r->target = MC_RULE_TARGET_ANY;
 }
 
-static mc_status builder_set(rule_builder *b, const mc_rulefile *f, mc_error *err)
+static mc_status rule_set(void *rule, unsigned flag, const char *v, const char **why)
 {
-    unsigned flag = 0;
-    for (size_t i = 0; i < sizeof rule_keys / sizeof rule_keys[0]; i++)
-        if (strcmp(f->key, rule_keys[i].key) == 0)
-            flag = rule_keys[i].flag;
-    if (flag == 0)
-        return mc_rulefile_error(err, MC_ERR_INVALID, f->file, f->line, b->label, f->key,
-                                 "unknown field (see RULES.md)");
-    if (b->seen & flag)
-        return mc_rulefile_error(err, MC_ERR_INVALID, f->file, f->line, b->label, f->key,
-                                 "set twice in one rule");
-    b->seen |= flag;
-    mc_detector_rule *r = &b->rule;
-    const char *v = f->value;
+    mc_detector_rule *r = rule;
     mc_status st = MC_OK;
-    const char *why = "";
     switch (flag) {
     case F_NAME:
+        return mc_rulefile_set_name(r->name, v, why);
     case F_METRIC:
-    case F_GROUP: {
-        char *dst = flag == F_NAME ? r->name : flag == F_METRIC ? r->metric : r->group;
-        if (!mc_rulefile_name_ok(v, MC_DETECTOR_NAME_MAX)) {
-            st = MC_ERR_INVALID;
-            why = "must be 1..47 characters of [A-Za-z0-9_.-]";
-        } else {
-            st = mc_rulefile_copy(dst, MC_DETECTOR_NAME_MAX, v);
-        }
-        if (st == MC_OK && flag == F_NAME)
-            snprintf(b->label, sizeof b->label, "%s", v);
-        break;
-    }
+        return mc_rulefile_set_name(r->metric, v, why);
+    case F_GROUP:
+        return mc_rulefile_set_name(r->group, v, why);
     case F_TITLE:
-        st = mc_rulefile_copy(r->title, sizeof r->title, v);
-        why = "longer than 95 bytes";
-        break;
+        *why = "longer than 95 bytes";
+        return mc_rulefile_copy(r->title, sizeof r->title, v);
     case F_OPERATOR:
-        st = parse_op(v, &r->op);
-        why = "must be gt, gte, lt, lte or eq";
-        break;
+        *why = "must be gt, gte, lt, lte or eq";
+        return parse_op(v, &r->op);
     case F_THRESHOLD:
-        st = mc_rulefile_parse_double(v, &r->threshold);
-        why = "must be a finite decimal number";
-        break;
+        *why = "must be a finite decimal number";
+        return mc_rulefile_parse_double(v, &r->threshold);
     case F_WINDOW:
-        st = mc_rulefile_parse_u32(v, MC_DETECTOR_WINDOW_SECONDS_MAX, &r->window_seconds);
-        why = "must be a whole number of seconds, 0..86400";
-        break;
+        *why = "must be a whole number of seconds, 0..86400";
+        return mc_rulefile_parse_u32(v, MC_DETECTOR_WINDOW_SECONDS_MAX, &r->window_seconds);
     case F_AGG:
-        st = parse_agg(v, &r->agg);
-        why = "must be avg, min, max, last or all";
-        break;
+        *why = "must be avg, min, max, last or all";
+        return parse_agg(v, &r->agg);
     case F_FOR:
     case F_CLEAR: {
+        *why = "must be a whole number of ticks, 1..100000";
         uint32_t t = 0;
         st = mc_rulefile_parse_u32(v, MC_DETECTOR_HOLD_TICKS_MAX, &t);
         if (st == MC_OK && t == 0)
@@ -293,109 +238,54 @@ static mc_status builder_set(rule_builder *b, const mc_rulefile *f, mc_error *er
             else
                 r->clear_ticks = t;
         }
-        why = "must be a whole number of ticks, 1..100000";
-        break;
+        return st;
     }
     case F_SEVERITY:
-        st = mc_rulefile_parse_severity(v, &r->severity);
-        why = "must be INFO, WARNING, ERROR or CRITICAL";
-        break;
+        *why = "must be INFO, WARNING, ERROR or CRITICAL";
+        return mc_rulefile_parse_severity(v, &r->severity);
     case F_TARGET:
-        st = mc_rulefile_parse_target(v, &r->target);
-        why = "must be any, service or node";
-        break;
+        *why = "must be any, service or node";
+        return mc_rulefile_parse_target(v, &r->target);
     default:
-        break;
+        return MC_OK;
     }
-    if (st != MC_OK)
-        return mc_rulefile_error(err, st, f->file, f->line, b->label, f->key, "\"%.64s\" %s", v,
-                                 why);
-    return MC_OK;
 }
 
-static mc_status builder_finish(rule_builder *b, const char *file, mc_detector_rules *out,
-                                mc_error *err)
+/* The group defaults to the name, the title to the name. */
+static void rule_complete(void *rule, unsigned seen)
 {
-    static const struct {
-        unsigned flag;
-        const char *key;
-    } required[] = {{F_NAME, "name"},
-                    {F_METRIC, "metric"},
-                    {F_OPERATOR, "operator"},
-                    {F_THRESHOLD, "threshold"},
-                    {F_SEVERITY, "severity"}};
-    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
-        if (!(b->seen & required[i].flag))
-            return mc_rulefile_error(err, MC_ERR_INVALID, file, b->line, b->label,
-                                     required[i].key, "required field missing");
-    mc_detector_rule *r = &b->rule;
-    if (!(b->seen & F_GROUP))
+    mc_detector_rule *r = rule;
+    if (!(seen & F_GROUP))
         memcpy(r->group, r->name, sizeof r->group);
-    if (!(b->seen & F_TITLE))
+    if (!(seen & F_TITLE))
         snprintf(r->title, sizeof r->title, "%s", r->name);
-    mc_status st = validate_rule(r, file, b->line, err);
-    if (st != MC_OK)
-        return st;
-    for (size_t i = 0; i < out->count; i++)
-        if (strcmp(out->rules[i].name, r->name) == 0)
-            return mc_rulefile_error(err, MC_ERR_EXISTS, file, b->line, b->label, "name",
-                                     "a rule of this name is defined earlier in the file");
-    if (out->count >= MC_DETECTOR_RULES_MAX)
-        return mc_rulefile_error(err, MC_ERR_LIMIT, file, b->line, b->label, NULL,
-                                 "more than %d rules", MC_DETECTOR_RULES_MAX);
-    out->rules[out->count++] = *r;
-    return MC_OK;
+}
+
+static const mc_rulefile_schema schema = {
+    .what = "detection rules",
+    .fields = rule_fields,
+    .field_count = sizeof rule_fields / sizeof rule_fields[0],
+    .name_flag = F_NAME,
+    .rule_size = sizeof(mc_detector_rule),
+    .rule_cap = MC_DETECTOR_RULES_MAX,
+    .start = rule_start,
+    .set = rule_set,
+    .complete = rule_complete,
+    .validate = validate_rule,
+};
+
+mc_status mc_detector_rules_validate(const mc_detector_rules *rules, mc_error *err)
+{
+    return mc_rulefile_rules_validate(&schema, rules ? rules->rules : NULL,
+                                      rules ? rules->count : 0, err);
 }
 
 mc_status mc_detector_rules_parse(const char *buf, size_t len, const char *file_name,
                                   mc_detector_rules *out, mc_rules_mode *mode, mc_error *err)
 {
-    memset(out, 0, sizeof *out);
-    *mode = MC_RULES_MODE_EXTEND;
-    mc_rulefile f;
-    mc_rulefile_init(&f, buf, len, file_name);
-    rule_builder b;
-    int in_rule = 0, mode_seen = 0;
-    size_t ordinal = 0;
-    for (;;) {
-        mc_rulefile_item item;
-        mc_status st = mc_rulefile_next(&f, &item, err);
-        if (st != MC_OK)
-            return st;
-        if (item == MC_RULEFILE_END)
-            break;
-        if (item == MC_RULEFILE_SECTION) {
-            if (strcmp(f.section, "rule") != 0)
-                return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, NULL, NULL,
-                                         "unknown section [%s] (only [rule])", f.section);
-            if (in_rule && (st = builder_finish(&b, f.file, out, err)) != MC_OK)
-                return st;
-            builder_start(&b, f.line, ++ordinal);
-            in_rule = 1;
-            continue;
-        }
-        if (!in_rule) {
-            if (strcmp(f.key, "mode") != 0)
-                return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, NULL, f.key,
-                                         "only \"mode\" may come before the first [rule]");
-            if (mode_seen)
-                return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, NULL, "mode",
-                                         "set twice");
-            if (mc_rulefile_parse_mode(f.value, mode) != MC_OK)
-                return mc_rulefile_error(err, MC_ERR_PARSE, f.file, f.line, NULL, "mode",
-                                         "\"%.64s\" must be extend or replace", f.value);
-            mode_seen = 1;
-            continue;
-        }
-        if (strcmp(f.key, "mode") == 0)
-            return mc_rulefile_error(err, MC_ERR_INVALID, f.file, f.line, b.label, "mode",
-                                     "mode must come before the first [rule]");
-        if ((st = builder_set(&b, &f, err)) != MC_OK)
-            return st;
-    }
-    if (in_rule)
-        return builder_finish(&b, f.file, out, err);
-    return MC_OK;
+    mc_detector_rule scratch;
+    return mc_rulefile_rules_parse(&schema, buf, len, file_name, out->rules, &out->count,
+                                   &scratch, mode, err);
 }
 
 mc_status mc_detector_rules_load(const char *buf, size_t len, const char *file_name,
@@ -410,27 +300,6 @@ mc_status mc_detector_rules_load(const char *buf, size_t len, const char *file_n
     mc_status st = mc_detector_rules_parse(buf, len, file_name, &file, &mode, err);
     if (st != MC_OK)
         return st;
-    if (mode == MC_RULES_MODE_REPLACE) {
-        *out = file;
-    } else {
-        for (size_t i = 0; i < file.count; i++) {
-            size_t j = 0;
-            while (j < out->count && strcmp(out->rules[j].name, file.rules[i].name) != 0)
-                j++;
-            if (j < out->count) {
-                out->rules[j] = file.rules[i];
-                continue;
-            }
-            if (out->count >= MC_DETECTOR_RULES_MAX)
-                return mc_error_set(err, MC_ERR_LIMIT,
-                                    "%s: rule \"%s\": more than %d rules with the built-ins",
-                                    file_name ? file_name : "<rules>", file.rules[i].name,
-                                    MC_DETECTOR_RULES_MAX);
-            out->rules[out->count++] = file.rules[i];
-        }
-    }
-    st = mc_detector_rules_validate(out, err);
-    if (st != MC_OK)
-        return mc_error_wrap(err, "%s", file_name ? file_name : "<rules>");
-    return MC_OK;
+    return mc_rulefile_rules_apply(&schema, out->rules, &out->count, file.rules, file.count,
+                                   mode, file_name, err);
 }
