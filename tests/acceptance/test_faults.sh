@@ -4,7 +4,7 @@
 #   test_faults.sh BUILD_DIR KIND        (under scripts/with-services)
 #
 # KIND picks the fault, injected while cascade_failure (seed 42) runs in
-# lockstep at 50 ticks/s with APPROVAL_MODE=auto:
+# lockstep at 50 ticks/s (realtime: 20) with APPROVAL_MODE=auto:
 #   engine    kill -9 sim-engine at tick 40, start it again (same environment)
 #   pipeline  kill -9 signal-service (tick 20), agent-service (tick 45) and
 #             orchestrator (tick 70) in turn, each started again at once
@@ -12,6 +12,9 @@
 #             the first actions are being proposed, approved and executed
 #   nats      nats-server stopped and started again on the same port with the
 #             same JetStream store at tick 40
+#   realtime  as pipeline, with SIM_MODE=realtime: the engine keeps
+#             publishing while each service is down, so ingest, detection and
+#             the orchestrator must catch up with a backlog
 # Then the run goes on to tick 200 (the cascade's budget, see
 # test_cascade_auto.sh) and is paused. Asserted for every kind:
 #   - the run completes: after each fault the engine's tick goes on from where
@@ -26,12 +29,12 @@
 # proposals are those of the offline closed loop (lockstep is a pure
 # function of seed, scenario and configuration: an outage only delays it).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-KIND=${2:?usage: test_faults.sh BUILD_DIR engine|pipeline|postgres|nats}
+KIND=${2:?usage: test_faults.sh BUILD_DIR engine|pipeline|postgres|nats|realtime}
 acc_init "fault_$KIND" "$1"
 BUDGET=200
 
 case $KIND in
-  engine|pipeline|nats) ;;
+  engine|pipeline|nats|realtime) ;;
   postgres)
     if [ -z "${MC_PG_DATADIR:-}" ] || [ -z "${MC_PG_BINDIR:-}" ]; then
       echo "SKIP: PostgreSQL is not the private one of scripts/with-services (MC_PG_DATADIR unset)" >&2
@@ -44,7 +47,17 @@ if [ "$KIND" = nats ] && [ ! -f "${MC_SERVICES_DIR:-/nonexistent}/nats/nats.pid"
   acc_cleanup; trap - EXIT; exit 77
 fi
 
-export SCENARIO=cascade_failure SEED=42 SIM_MODE=lockstep SPEED=${ACC_FAULT_SPEED:-50} APPROVAL_MODE=auto
+# Realtime runs at 20 ticks/s: the engine does not wait for a restarted
+# service, and at 50 ticks/s the run would be over before the pipeline has
+# caught up with the backlog of its three restarts (its actions would then
+# reach a paused engine). In realtime the engine starts playing once all four
+# services are ready (AUTOSTART=false, then Play), so the faults fall where
+# planned; lockstep waits for them anyway, and a restarted engine must play
+# on its own (AUTOSTART=true, as a crashed engine would be restarted).
+mode=lockstep speed=50 autostart=true
+[ "$KIND" = realtime ] && mode=realtime speed=20 autostart=false
+export SCENARIO=cascade_failure SEED=42 SIM_MODE=$mode SPEED=${ACC_FAULT_SPEED:-$speed} APPROVAL_MODE=auto
+export AUTOSTART=$autostart
 
 "$ACC_MC" sim --scenario cascade_failure --seed 42 --ticks $((BUDGET + 100)) --approval auto --json \
   --trace "$ACC_WORK/offline.mctrace" >"$ACC_WORK/offline.json" || acc_die "microcloud sim (offline reference) failed"
@@ -56,6 +69,7 @@ acc_trace_samples "$ACC_WORK/offline.mctrace" >"$ACC_WORK/offline-samples.txt"
   sort -k1,1n -k2,2n -k3,3 >"$ACC_WORK/offline-actions.num"
 
 acc_start
+acc_engine Play >/dev/null || acc_die "Play failed"
 
 # after_fault WHAT TICK_BEFORE: the run goes on from where it was: within 60 s
 # the engine is at least 10 ticks further, and never went back.
@@ -133,7 +147,7 @@ restart_nats() { # AT_TICK
 
 case $KIND in
   engine) kill_restart sim-engine 40 ;;
-  pipeline)
+  pipeline|realtime)
     kill_restart signal-service 20
     kill_restart agent-service 45
     kill_restart orchestrator 70 ;;
