@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "common/v1/stamp.pb-c.h"
 #include "core/ids.h"
 #include "core/rng.h"
+#include "core/table.h"
 #include "engine_internal.h"
 #include "sort.h"
 
@@ -251,7 +253,7 @@ long mc_engine__add_replica(mc_engine *e, uint32_t s, uint32_t node, mc_replica_
                 break;
             }
     }
-    memmove(&e->replicas[pos + 1], &e->replicas[pos], (e->n_replicas - pos) * sizeof *e->replicas);
+    mc_table_open(e->replicas, sizeof *e->replicas, e->n_replicas, pos);
     e->n_replicas++;
     mc_engine_replica *r = &e->replicas[pos];
     memset(r, 0, sizeof *r);
@@ -1276,34 +1278,18 @@ size_t mc_engine_active_fault_count(const mc_engine *e)
 
 long mc_engine__find_service(const mc_engine *e, const char *id)
 {
-    size_t lo = 0, hi = e->n_services;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(e->services[mid].id, id);
-        if (c == 0)
-            return (long)mid;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
+    bool found = false;
+    size_t i = mc_table_find_id(e->services, sizeof *e->services, offsetof(mc_engine_service, id),
+                                NULL, e->n_services, id, &found);
+    return found ? (long)i : -1;
 }
 
 long mc_engine__find_node(const mc_engine *e, const char *id)
 {
-    size_t lo = 0, hi = e->n_nodes;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(e->nodes[mid].id, id);
-        if (c == 0)
-            return (long)mid;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
+    bool found = false;
+    size_t i = mc_table_find_id(e->nodes, sizeof *e->nodes, offsetof(mc_engine_node, id), NULL,
+                                e->n_nodes, id, &found);
+    return found ? (long)i : -1;
 }
 
 mc_status mc_engine_service_find(const mc_engine *e, const char *id, uint32_t *index)

@@ -1,10 +1,13 @@
 #include "scenario.h"
 
 #include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/table.h"
 #include "sim/v1/events.pb-c.h"
 #include "sort.h"
 
@@ -823,34 +826,19 @@ static int cmp_node_id(const void *ctx, uint32_t a, uint32_t b)
 
 static long find_sorted_service(const mc_scenario *sc, const uint32_t *by_id, const char *id)
 {
-    size_t lo = 0, hi = sc->n_services;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(sc->services[by_id[mid]].id, id);
-        if (c == 0)
-            return by_id[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
+    bool found = false;
+    size_t pos = mc_table_find_id(sc->services, sizeof *sc->services,
+                                  offsetof(mc_scenario_service, id), by_id, sc->n_services, id,
+                                  &found);
+    return found ? (long)by_id[pos] : -1;
 }
 
 static long find_sorted_node(const mc_scenario *sc, const uint32_t *by_id, const char *id)
 {
-    size_t lo = 0, hi = sc->n_nodes;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(sc->nodes[by_id[mid]].id, id);
-        if (c == 0)
-            return by_id[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
+    bool found = false;
+    size_t pos = mc_table_find_id(sc->nodes, sizeof *sc->nodes, offsetof(mc_scenario_node, id),
+                                  by_id, sc->n_nodes, id, &found);
+    return found ? (long)by_id[pos] : -1;
 }
 
 /* Cross-section checks once the whole file is read: unique ids, resolved

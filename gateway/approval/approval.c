@@ -1,11 +1,13 @@
 #include "approval/approval.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/ids.h"
+#include "core/table.h"
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -223,25 +225,12 @@ static int order_cmp(uint64_t tick_a, const char *id_a, uint64_t tick_b, const c
     return strcmp(id_a, id_b);
 }
 
-/* Binary search in by_id: returns the position of id, or where it would go
- * with *found false. */
+/* Position of id in by_id (or where it would go); *found set. */
 static uint32_t by_id_search(const mc_approval *a, const char *id, bool *found)
 {
-    uint32_t lo = 0, hi = a->action_count;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(a->actions[a->by_id[mid]].id, id);
-        if (c == 0) {
-            *found = true;
-            return mid;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = false;
-    return lo;
+    return (uint32_t)mc_table_find_id(a->actions, sizeof *a->actions,
+                                      offsetof(mc_approval_action, id), a->by_id,
+                                      a->action_count, id, found);
 }
 
 /* First position in order whose key is strictly greater than (tick, id), or
@@ -268,26 +257,15 @@ static mc_approval_action *find_action(const mc_approval *a, const char *id)
     return found ? &a->actions[a->by_id[pos]] : NULL;
 }
 
-static void remove_at(uint32_t *arr, uint32_t count, uint32_t pos)
-{
-    memmove(&arr[pos], &arr[pos + 1], (size_t)(count - pos - 1) * sizeof *arr);
-}
-
-static void insert_at(uint32_t *arr, uint32_t count, uint32_t pos, uint32_t v)
-{
-    memmove(&arr[pos + 1], &arr[pos], (size_t)(count - pos) * sizeof *arr);
-    arr[pos] = v;
-}
-
 /* Forgets the action at position pos of order. */
 static void evict_at(mc_approval *a, uint32_t pos)
 {
     uint32_t slot = a->order[pos];
     bool found = false;
     uint32_t id_pos = by_id_search(a, a->actions[slot].id, &found);
-    remove_at(a->order, a->action_count, pos);
+    mc_table_close(a->order, sizeof *a->order, a->action_count, pos);
     if (found)
-        remove_at(a->by_id, a->action_count, id_pos);
+        mc_table_close(a->by_id, sizeof *a->by_id, a->action_count, id_pos);
     a->action_count--;
     memset(&a->actions[slot], 0, sizeof a->actions[slot]);
     a->free_slots[a->free_count++] = slot;
@@ -316,31 +294,25 @@ static mc_approval_action *insert_action(mc_approval *a, const mc_approval_actio
     bool found = false;
     uint32_t id_pos = by_id_search(a, tmpl->id, &found);
     uint32_t ord_pos = order_search(a, tmpl->proposed_at_tick, tmpl->id, true);
-    insert_at(a->by_id, a->action_count, id_pos, slot);
-    insert_at(a->order, a->action_count, ord_pos, slot);
+    mc_table_open(a->by_id, sizeof *a->by_id, a->action_count, id_pos);
+    a->by_id[id_pos] = slot;
+    mc_table_open(a->order, sizeof *a->order, a->action_count, ord_pos);
+    a->order[ord_pos] = slot;
     a->action_count++;
     return &a->actions[slot];
 }
 
+/* The incident called id, or NULL; *pos_out (when not NULL) is its position
+ * or where it would go. */
 static mc_approval_incident *find_incident(const mc_approval *a, const char *id, uint32_t *pos_out)
 {
-    uint32_t lo = 0, hi = a->incident_count;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(a->incidents[mid].id, id);
-        if (c == 0) {
-            if (pos_out)
-                *pos_out = mid;
-            return &a->incidents[mid];
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    bool found = false;
+    size_t pos = mc_table_find_id(a->incidents, sizeof *a->incidents,
+                                  offsetof(mc_approval_incident, id), NULL, a->incident_count, id,
+                                  &found);
     if (pos_out)
-        *pos_out = lo;
-    return NULL;
+        *pos_out = (uint32_t)pos;
+    return found ? &a->incidents[pos] : NULL;
 }
 
 /* ---- run, ticks, transitions ------------------------------------------- */
@@ -727,13 +699,11 @@ mc_status mc_approval_on_incident(mc_approval *a, const Ops__V1__Incident *m, mc
                         victim = i;
                 }
             }
-            memmove(&a->incidents[victim], &a->incidents[victim + 1],
-                    (size_t)(a->incident_count - victim - 1) * sizeof *a->incidents);
+            mc_table_close(a->incidents, sizeof *a->incidents, a->incident_count, victim);
             a->incident_count--;
             find_incident(a, rec.id, &pos);
         }
-        memmove(&a->incidents[pos + 1], &a->incidents[pos],
-                (size_t)(a->incident_count - pos) * sizeof *a->incidents);
+        mc_table_open(a->incidents, sizeof *a->incidents, a->incident_count, pos);
         a->incident_count++;
         inc = &a->incidents[pos];
         *inc = rec;

@@ -1,12 +1,15 @@
 #include "decider/decider.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/v1/enums.pb-c.h"
 #include "common/v1/stamp.pb-c.h"
+#include "core/table.h"
 
 /* Where a proposal is, as far as the decider knows. */
 enum {
@@ -195,21 +198,12 @@ static int cmp_target_id(const mc_decider *d, uint32_t slot, const char *target,
 /* Position of id in by_id (or where it would go); *found set. */
 static uint32_t by_id_pos(const mc_decider *d, const char *id, int *found)
 {
-    uint32_t lo = 0, hi = d->incident_count;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(d->incidents[d->by_id[mid]].id, id);
-        if (c == 0) {
-            *found = 1;
-            return mid;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = 0;
-    return lo;
+    bool f = false;
+    size_t pos = mc_table_find_id(d->incidents, sizeof *d->incidents,
+                                  offsetof(mc_dec_incident, id), d->by_id, d->incident_count, id,
+                                  &f);
+    *found = f;
+    return (uint32_t)pos;
 }
 
 static uint32_t by_target_pos(const mc_decider *d, const char *target, const char *id)
@@ -227,38 +221,24 @@ static uint32_t by_target_pos(const mc_decider *d, const char *target, const cha
 
 static uint32_t action_pos(const mc_decider *d, const char *id, int *found)
 {
-    uint32_t lo = 0, hi = d->action_count;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(d->actions[mid].id, id);
-        if (c == 0) {
-            *found = 1;
-            return mid;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = 0;
-    return lo;
+    bool f = false;
+    size_t pos = mc_table_find_id(d->actions, sizeof *d->actions, offsetof(mc_dec_action_ref, id),
+                                  NULL, d->action_count, id, &f);
+    *found = f;
+    return (uint32_t)pos;
 }
 
+/* The target called id, or NULL with *pos_out (when not NULL) set to where
+ * it would go. */
 static mc_dec_target *target_find(mc_decider *d, const char *id, uint32_t *pos_out)
 {
-    uint32_t lo = 0, hi = d->target_count;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(d->targets[mid].id, id);
-        if (c == 0)
-            return &d->targets[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    bool found = false;
+    size_t pos = mc_table_find_id(d->targets, sizeof *d->targets, offsetof(mc_dec_target, id),
+                                  NULL, d->target_count, id, &found);
+    if (found)
+        return &d->targets[pos];
     if (pos_out)
-        *pos_out = lo;
+        *pos_out = (uint32_t)pos;
     return NULL;
 }
 
@@ -277,8 +257,7 @@ static mc_dec_target *target_get(mc_decider *d, const char *id, int kind)
     }
     if (d->target_count >= d->max_targets)
         return NULL;
-    memmove(&d->targets[pos + 1], &d->targets[pos],
-            (size_t)(d->target_count - pos) * sizeof *d->targets);
+    mc_table_open(d->targets, sizeof *d->targets, d->target_count, pos);
     d->target_count++;
     t = &d->targets[pos];
     memset(t, 0, sizeof *t);
@@ -342,11 +321,9 @@ static void remove_incident(mc_decider *d, uint32_t slot)
     int found = 0;
     uint32_t pos = by_id_pos(d, inc->id, &found);
     if (found) {
-        memmove(&d->by_id[pos], &d->by_id[pos + 1],
-                (size_t)(d->incident_count - pos - 1) * sizeof *d->by_id);
+        mc_table_close(d->by_id, sizeof *d->by_id, d->incident_count, pos);
         uint32_t tp = by_target_pos(d, inc->target, inc->id);
-        memmove(&d->by_target[tp], &d->by_target[tp + 1],
-                (size_t)(d->incident_count - tp - 1) * sizeof *d->by_target);
+        mc_table_close(d->by_target, sizeof *d->by_target, d->incident_count, tp);
         d->incident_count--;
     }
     for (int t = 1; t < MC_DECIDER_ACTION_TYPES; t++) {
@@ -354,8 +331,7 @@ static void remove_incident(mc_decider *d, uint32_t slot)
             continue;
         uint32_t ap = action_pos(d, inc->prop[t].action_id, &found);
         if (found) {
-            memmove(&d->actions[ap], &d->actions[ap + 1],
-                    (size_t)(d->action_count - ap - 1) * sizeof *d->actions);
+            mc_table_close(d->actions, sizeof *d->actions, d->action_count, ap);
             d->action_count--;
         }
     }
@@ -473,11 +449,9 @@ mc_status mc_decider_on_incident(mc_decider *d, const Ops__V1__Incident *m, mc_o
         inc->open = 1;
         inc->opened_tick = m->opened_at_tick;
         uint32_t tp = by_target_pos(d, target, id);
-        memmove(&d->by_id[pos + 1], &d->by_id[pos],
-                (size_t)(d->incident_count - pos) * sizeof *d->by_id);
+        mc_table_open(d->by_id, sizeof *d->by_id, d->incident_count, pos);
         d->by_id[pos] = slot;
-        memmove(&d->by_target[tp + 1], &d->by_target[tp],
-                (size_t)(d->incident_count - tp) * sizeof *d->by_target);
+        mc_table_open(d->by_target, sizeof *d->by_target, d->incident_count, tp);
         d->by_target[tp] = slot;
         d->incident_count++;
     }
@@ -815,8 +789,7 @@ static mc_status propose(mc_decider *d, mc_dec_incident *inc, int type, uint32_t
     if (found)
         return mc_error_set(err, MC_ERR_INTERNAL, "decider: action id %s collides",
                             p->action_id);
-    memmove(&d->actions[pos + 1], &d->actions[pos],
-            (size_t)(d->action_count - pos) * sizeof *d->actions);
+    mc_table_open(d->actions, sizeof *d->actions, d->action_count, pos);
     memcpy(d->actions[pos].id, p->action_id, sizeof p->action_id);
     d->actions[pos].slot = (uint32_t)(inc - d->incidents);
     d->actions[pos].type = (uint32_t)type;

@@ -1,7 +1,9 @@
-/* lib/core: counter-based RNG, canonical digests, derived ids, outbox. */
+/* lib/core: counter-based RNG, canonical digests, derived ids, outbox,
+ * sorted tables. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include "core/ids.h"
 #include "core/outbox.h"
 #include "core/rng.h"
+#include "core/table.h"
 
 static void test_rng_is_a_pure_function_of_its_key(void **state)
 {
@@ -162,6 +165,59 @@ static void test_outbox_bounds_and_bytes(void **state)
     mc_outbox_deinit(NULL);
 }
 
+typedef struct table_rec {
+    int weight;
+    char id[8];
+} table_rec;
+
+static void test_table_find_id(void **state)
+{
+    (void)state;
+    /* Sorted directly, and the same records reached through an index. */
+    const table_rec recs[] = {{1, "b"}, {2, "d"}, {3, "f"}, {4, "h"}};
+    const table_rec shuffled[] = {{3, "f"}, {1, "b"}, {4, "h"}, {2, "d"}};
+    const uint32_t index[] = {1, 3, 0, 2};
+    const char *probe[] = {"a", "b", "c", "d", "e", "f", "g", "h", "i"};
+    for (size_t k = 0; k < 9; k++) {
+        bool found = true;
+        size_t pos = mc_table_find_id(recs, sizeof recs[0], offsetof(table_rec, id), NULL, 4,
+                                      probe[k], &found);
+        /* Odd probes are present at k/2; even ones go before the next. */
+        assert_int_equal(found, k % 2 == 1);
+        assert_int_equal(pos, k / 2);
+        bool found2 = !found;
+        size_t pos2 = mc_table_find_id(shuffled, sizeof shuffled[0], offsetof(table_rec, id),
+                                       index, 4, probe[k], &found2);
+        assert_int_equal(found2, found);
+        assert_int_equal(pos2, pos);
+        if (found)
+            assert_int_equal(shuffled[index[pos2]].weight, recs[pos].weight);
+    }
+    bool found = true;
+    assert_int_equal(mc_table_find_id(NULL, sizeof recs[0], offsetof(table_rec, id), NULL, 0, "x",
+                                      &found),
+                     0);
+    assert_false(found);
+}
+
+static void test_table_open_close(void **state)
+{
+    (void)state;
+    uint32_t a[6] = {10, 20, 30, 40, 99, 99};
+    mc_table_open(a, sizeof a[0], 4, 1);
+    a[1] = 15;
+    assert_memory_equal(a, ((uint32_t[]){10, 15, 20, 30, 40, 99}), sizeof a);
+    mc_table_open(a, sizeof a[0], 5, 5); /* at the end: nothing moves */
+    a[5] = 50;
+    assert_memory_equal(a, ((uint32_t[]){10, 15, 20, 30, 40, 50}), sizeof a);
+    mc_table_close(a, sizeof a[0], 6, 0);
+    assert_memory_equal(a, ((uint32_t[]){15, 20, 30, 40, 50, 50}), sizeof a);
+    mc_table_close(a, sizeof a[0], 5, 4); /* the last: nothing moves */
+    assert_memory_equal(a, ((uint32_t[]){15, 20, 30, 40, 50, 50}), sizeof a);
+    mc_table_close(a, sizeof a[0], 4, 2);
+    assert_memory_equal(a, ((uint32_t[]){15, 20, 40, 40, 50, 50}), sizeof a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -171,6 +227,8 @@ int main(void)
         cmocka_unit_test(test_digest_canonical),
         cmocka_unit_test(test_ids_are_derived),
         cmocka_unit_test(test_outbox_bounds_and_bytes),
+        cmocka_unit_test(test_table_find_id),
+        cmocka_unit_test(test_table_open_close),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }
