@@ -8,43 +8,13 @@
 
 #include "core/ids.h"
 #include "core/table.h"
+#include "core/text.h"
 
 /* ---- small helpers ------------------------------------------------------ */
 
 static uint32_t status_bit(Common__V1__ActionStatus s)
 {
     return (uint32_t)1u << (uint32_t)s;
-}
-
-/* Copies an id-like string; false when it does not fit (the caller refuses
- * the input rather than keep a cut id that would never match again). */
-static bool copy_id(char *dst, size_t cap, const char *src)
-{
-    if (src == NULL)
-        src = "";
-    size_t n = strlen(src);
-    if (n >= cap)
-        return false;
-    memcpy(dst, src, n + 1);
-    return true;
-}
-
-/* Copies free text, cutting it at a UTF-8 character boundary when it is too
- * long, so a cut never leaves half a character for the JSON encoder. */
-static void copy_text(char *dst, size_t cap, const char *src)
-{
-    if (src == NULL)
-        src = "";
-    size_t n = strlen(src);
-    if (n >= cap) {
-        n = cap - 1;
-        /* Move the cut back while it falls on a continuation byte
-         * (10xxxxxx): the character it is in is dropped whole. */
-        while (n > 0 && ((unsigned char)src[n] & 0xC0u) == 0x80u)
-            n--;
-    }
-    memcpy(dst, src, n);
-    dst[n] = '\0';
 }
 
 const char *mc_approval_mode_name(mc_approval_mode m)
@@ -167,7 +137,7 @@ mc_status mc_approval_init(mc_approval *a, const mc_approval_config *cfg, mc_err
                             "approval: max_actions=%" PRIu32 " max_incidents=%" PRIu32
                             ": at most 1000000 each",
                             max_actions, max_incidents);
-    if (!copy_id(a->run_id, sizeof a->run_id, cfg->run_id))
+    if (!mc_text_copy(a->run_id, sizeof a->run_id, cfg->run_id))
         return mc_error_set(err, MC_ERR_INVALID, "approval: run_id longer than %d bytes",
                             MC_APPROVAL_RUN_ID_MAX - 1);
     a->mode = cfg->mode;
@@ -340,7 +310,7 @@ static mc_status check_stamp(const mc_approval *a, const Common__V1__Stamp *stam
 static void adopt_input(mc_approval *a, const Common__V1__Stamp *stamp)
 {
     if (a->run_id[0] == '\0')
-        copy_id(a->run_id, sizeof a->run_id, stamp->run_id);
+        mc_text_copy(a->run_id, sizeof a->run_id, stamp->run_id);
     /* Only the first input's tick counts: later inputs must not move the
      * open tick, or where a replay feeds a human decision among inputs that
      * emit nothing would change the tick it is stamped with. */
@@ -389,12 +359,12 @@ static void add_transition(mc_approval *a, const mc_approval_action *x,
         return;
     mc_approval_transition *t = &a->transitions[a->transition_count++];
     memset(t, 0, sizeof *t);
-    copy_id(t->action_id, sizeof t->action_id, x->id);
+    mc_text_copy(t->action_id, sizeof t->action_id, x->id);
     t->from_status = from;
     t->to_status = x->status;
-    copy_text(t->actor, sizeof t->actor, actor);
+    mc_text_copy_cut(t->actor, sizeof t->actor, actor);
     t->tick = tick;
-    copy_text(t->reason, sizeof t->reason, reason);
+    mc_text_copy_cut(t->reason, sizeof t->reason, reason);
 }
 
 static size_t outbox_room(const mc_outbox *out)
@@ -508,8 +478,8 @@ static mc_status decide(mc_approval *a, mc_outbox *out, mc_approval_action *x, b
     x->status = approve ? COMMON__V1__ACTION_STATUS__ACTION_STATUS_APPROVED
                         : COMMON__V1__ACTION_STATUS__ACTION_STATUS_REJECTED;
     x->updated_at_tick = tick;
-    copy_text(x->decided_by, sizeof x->decided_by, actor);
-    copy_text(x->status_reason, sizeof x->status_reason, reason);
+    mc_text_copy_cut(x->decided_by, sizeof x->decided_by, actor);
+    mc_text_copy_cut(x->status_reason, sizeof x->status_reason, reason);
     if (approve)
         mc_id_uuid(x->command_id, "command", a->run_id, tick, x->target_id, x->id);
     add_transition(a, x, from, x->decided_by, tick, x->status_reason);
@@ -528,8 +498,8 @@ static mc_status close_by_system(mc_approval *a, mc_outbox *out, mc_approval_act
     Common__V1__ActionStatus from = x->status;
     x->status = to;
     x->updated_at_tick = tick;
-    copy_text(x->decided_by, sizeof x->decided_by, MC_APPROVAL_ACTOR_SYSTEM);
-    copy_text(x->status_reason, sizeof x->status_reason, reason);
+    mc_text_copy_cut(x->decided_by, sizeof x->decided_by, MC_APPROVAL_ACTOR_SYSTEM);
+    mc_text_copy_cut(x->status_reason, sizeof x->status_reason, reason);
     add_transition(a, x, from, MC_APPROVAL_ACTOR_SYSTEM, tick, x->status_reason);
     return emit_decision(a, out, x, false, OPS__V1__DECISION_SOURCE__DECISION_SOURCE_SYSTEM,
                          MC_APPROVAL_ACTOR_SYSTEM, x->status_reason, tick, err);
@@ -540,7 +510,7 @@ static mc_status close_by_system(mc_approval *a, mc_outbox *out, mc_approval_act
 static void apply_incident_context(const mc_approval_incident *inc, mc_approval_action *x)
 {
     x->incident_severity = inc->severity;
-    copy_text(x->incident_title, sizeof x->incident_title, inc->title);
+    mc_text_copy_cut(x->incident_title, sizeof x->incident_title, inc->title);
     x->incident_resolved = inc->resolved;
 }
 
@@ -556,7 +526,7 @@ mc_status mc_approval_on_action(mc_approval *a, const Ops__V1__Action *m, mc_out
 
     mc_approval_action tmpl;
     memset(&tmpl, 0, sizeof tmpl);
-    if (m->id == NULL || m->id[0] == '\0' || !copy_id(tmpl.id, sizeof tmpl.id, m->id))
+    if (m->id == NULL || m->id[0] == '\0' || !mc_text_copy(tmpl.id, sizeof tmpl.id, m->id))
         return mc_error_set(err, MC_ERR_INVALID, "approval: action id empty or longer than %d",
                             MC_APPROVAL_ID_MAX - 1);
     if (m->status != COMMON__V1__ACTION_STATUS__ACTION_STATUS_PENDING)
@@ -567,13 +537,13 @@ mc_status mc_approval_on_action(mc_approval *a, const Ops__V1__Action *m, mc_out
         return mc_error_set(err, MC_ERR_INVALID, "approval: action %s has unknown type %d", tmpl.id,
                             (int)m->action_type);
     if (m->target_id == NULL || m->target_id[0] == '\0' ||
-        !copy_id(tmpl.target_id, sizeof tmpl.target_id, m->target_id))
+        !mc_text_copy(tmpl.target_id, sizeof tmpl.target_id, m->target_id))
         return mc_error_set(err, MC_ERR_INVALID,
                             "approval: action %s target empty or longer than %d", tmpl.id,
                             MC_APPROVAL_TARGET_MAX - 1);
-    if (!copy_id(tmpl.incident_id, sizeof tmpl.incident_id, m->incident_id) ||
-        !copy_id(tmpl.supersedes_action_id, sizeof tmpl.supersedes_action_id,
-                 m->supersedes_action_id))
+    if (!mc_text_copy(tmpl.incident_id, sizeof tmpl.incident_id, m->incident_id) ||
+        !mc_text_copy(tmpl.supersedes_action_id, sizeof tmpl.supersedes_action_id,
+                      m->supersedes_action_id))
         return mc_error_set(err, MC_ERR_INVALID,
                             "approval: action %s refers to an id longer "
                             "than %d",
@@ -585,7 +555,7 @@ mc_status mc_approval_on_action(mc_approval *a, const Ops__V1__Action *m, mc_out
 
     tmpl.action_type = m->action_type;
     tmpl.status = COMMON__V1__ACTION_STATUS__ACTION_STATUS_PENDING;
-    copy_text(tmpl.reason, sizeof tmpl.reason, m->reason);
+    mc_text_copy_cut(tmpl.reason, sizeof tmpl.reason, m->reason);
     tmpl.proposed_at_tick = m->proposed_at_tick;
     tmpl.updated_at_tick = m->proposed_at_tick;
     tmpl.escalation_level = m->escalation_level;
@@ -634,7 +604,7 @@ mc_status mc_approval_on_action(mc_approval *a, const Ops__V1__Action *m, mc_out
     char reason[MC_APPROVAL_TEXT_MAX];
     if (newer != NULL) {
         char newer_id[MC_APPROVAL_ID_MAX];
-        copy_id(newer_id, sizeof newer_id, newer->id);
+        mc_text_copy(newer_id, sizeof newer_id, newer->id);
         mc_approval_action *x = insert_action(a, &tmpl);
         add_transition(a, x, COMMON__V1__ACTION_STATUS__ACTION_STATUS_UNSPECIFIED,
                        MC_APPROVAL_ACTOR_AGENT, x->proposed_at_tick, x->reason);
@@ -655,7 +625,7 @@ mc_status mc_approval_on_action(mc_approval *a, const Ops__V1__Action *m, mc_out
         /* The newest replaced action is what the proposal supersedes when
          * the agent did not say; order is oldest first, so the last wins. */
         if (m->supersedes_action_id == NULL || m->supersedes_action_id[0] == '\0')
-            copy_id(x->supersedes_action_id, sizeof x->supersedes_action_id, old->id);
+            mc_text_copy(x->supersedes_action_id, sizeof x->supersedes_action_id, old->id);
         replaced--;
         st = close_by_system(a, out, old, COMMON__V1__ACTION_STATUS__ACTION_STATUS_SUPERSEDED,
                              reason, tick, err);
@@ -676,7 +646,7 @@ mc_status mc_approval_on_incident(mc_approval *a, const Ops__V1__Incident *m, mc
         return st;
     mc_approval_incident rec;
     memset(&rec, 0, sizeof rec);
-    if (m->id == NULL || m->id[0] == '\0' || !copy_id(rec.id, sizeof rec.id, m->id))
+    if (m->id == NULL || m->id[0] == '\0' || !mc_text_copy(rec.id, sizeof rec.id, m->id))
         return mc_error_set(err, MC_ERR_INVALID, "approval: incident id empty or longer than %d",
                             MC_APPROVAL_ID_MAX - 1);
     adopt_input(a, m->stamp);
@@ -711,7 +681,7 @@ mc_status mc_approval_on_incident(mc_approval *a, const Ops__V1__Incident *m, mc
     /* A message without a severity (a malformed update) keeps the last one. */
     if (m->severity != COMMON__V1__INCIDENT_SEVERITY__INCIDENT_SEVERITY_UNSPECIFIED)
         inc->severity = m->severity;
-    copy_text(inc->title, sizeof inc->title, m->title);
+    mc_text_copy_cut(inc->title, sizeof inc->title, m->title);
     inc->resolved = m->resolved || m->state == OPS__V1__INCIDENT_STATE__INCIDENT_STATE_RESOLVED;
     inc->opened_at_tick = m->opened_at_tick;
 
@@ -769,7 +739,7 @@ mc_status mc_approval_on_event(mc_approval *a, const Sim__V1__SimulationEvent *m
     x->updated_at_tick = tick;
     const char *msg = m->message ? m->message : "";
     if (msg[0] != '\0')
-        copy_text(x->status_reason, sizeof x->status_reason, msg);
+        mc_text_copy_cut(x->status_reason, sizeof x->status_reason, msg);
     else
         snprintf(x->status_reason, sizeof x->status_reason, "%s at tick %" PRIu64,
                  applied ? "applied" : "refused", tick);
@@ -946,7 +916,7 @@ static mc_status parse_cursor(const char *cursor, uint64_t *tick, char id[MC_APP
         else
             v = v * 10 + d;
     }
-    if (!ok || !copy_id(id, MC_APPROVAL_ID_MAX, slash + 1))
+    if (!ok || !mc_text_copy(id, MC_APPROVAL_ID_MAX, slash + 1))
         return mc_error_set(err, MC_ERR_INVALID, "approval: malformed list cursor");
     *tick = v;
     return MC_OK;

@@ -2,8 +2,8 @@
 
 #include <string.h>
 
-size_t mc_table_find_id(const void *records, size_t stride, size_t id_offset,
-                        const uint32_t *index, size_t n, const char *id, bool *found)
+size_t mc_table_find_id(const void *records, size_t stride, size_t id_offset, const uint32_t *index,
+                        size_t n, const char *id, bool *found)
 {
     size_t lo = 0, hi = n;
     while (lo < hi) {

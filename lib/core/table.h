@@ -18,8 +18,8 @@
  * Returns the position of the record whose id equals id (*found true), or
  * the position where id would be inserted to keep the order (*found
  * false). At most about log2(n) + 1 comparisons. */
-size_t mc_table_find_id(const void *records, size_t stride, size_t id_offset,
-                        const uint32_t *index, size_t n, const char *id, bool *found);
+size_t mc_table_find_id(const void *records, size_t stride, size_t id_offset, const uint32_t *index,
+                        size_t n, const char *id, bool *found);
 
 /* Moves elements [pos, count) of arr (elem bytes each) up by one, so that
  * position pos is free for a new element. arr must have room for count + 1

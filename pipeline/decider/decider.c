@@ -10,6 +10,7 @@
 #include "common/v1/enums.pb-c.h"
 #include "common/v1/stamp.pb-c.h"
 #include "core/table.h"
+#include "core/text.h"
 
 /* Where a proposal is, as far as the decider knows. */
 enum {
@@ -87,11 +88,6 @@ static const char *str_or_empty(const char *s)
     return s ? s : "";
 }
 
-static int fits(const char *s, size_t cap)
-{
-    return strlen(s) < cap;
-}
-
 static mc_status check_run(mc_decider *d, const Common__V1__Stamp *stamp, const char *what,
                            mc_error *err)
 {
@@ -101,9 +97,8 @@ static mc_status check_run(mc_decider *d, const Common__V1__Stamp *stamp, const 
     if (run[0] == '\0')
         return MC_OK;
     if (d->run_id[0] == '\0') {
-        if (!fits(run, sizeof d->run_id))
+        if (!mc_text_copy(d->run_id, sizeof d->run_id, run))
             return mc_error_set(err, MC_ERR_INVALID, "decider: run_id too long");
-        memcpy(d->run_id, run, strlen(run) + 1);
         return MC_OK;
     }
     if (strcmp(run, d->run_id) != 0)
@@ -150,10 +145,8 @@ mc_status mc_decider_init(mc_decider *d, const mc_decider_config *cfg, mc_error 
     if (d->max_incidents > (1u << 22) || d->max_targets > (1u << 22))
         return mc_error_set(err, MC_ERR_RANGE, "decider: max_incidents/max_targets above %u",
                             1u << 22);
-    if (cfg->run_id && !fits(cfg->run_id, sizeof d->run_id))
+    if (cfg->run_id && !mc_text_copy(d->run_id, sizeof d->run_id, cfg->run_id))
         return mc_error_set(err, MC_ERR_RANGE, "decider: run_id too long");
-    if (cfg->run_id)
-        memcpy(d->run_id, cfg->run_id, strlen(cfg->run_id) + 1);
     d->incidents = calloc(d->max_incidents, sizeof *d->incidents);
     d->free_slots = calloc(d->max_incidents, sizeof *d->free_slots);
     d->by_id = calloc(d->max_incidents, sizeof *d->by_id);
@@ -246,7 +239,7 @@ static mc_dec_target *target_find(mc_decider *d, const char *id, uint32_t *pos_o
  * the id does not fit. */
 static mc_dec_target *target_get(mc_decider *d, const char *id, int kind)
 {
-    if (id[0] == '\0' || !fits(id, MC_DECIDER_ID_MAX))
+    if (id[0] == '\0' || !mc_text_fits(id, MC_DECIDER_ID_MAX))
         return NULL;
     uint32_t pos = 0;
     mc_dec_target *t = target_find(d, id, &pos);
@@ -394,9 +387,9 @@ mc_status mc_decider_on_incident(mc_decider *d, const Ops__V1__Incident *m, mc_o
     const char *target = str_or_empty(m->target_id);
     const char *metric = str_or_empty(m->metric_name);
     const char *rule = str_or_empty(m->rule_name);
-    if (id[0] == '\0' || !fits(id, MC_UUID_STR_LEN) || target[0] == '\0' ||
-        !fits(target, MC_DECIDER_ID_MAX) || !fits(metric, MC_DECIDER_NAME_MAX) ||
-        !fits(rule, MC_DECIDER_NAME_MAX))
+    if (id[0] == '\0' || !mc_text_fits(id, MC_UUID_STR_LEN) || target[0] == '\0' ||
+        !mc_text_fits(target, MC_DECIDER_ID_MAX) || !mc_text_fits(metric, MC_DECIDER_NAME_MAX) ||
+        !mc_text_fits(rule, MC_DECIDER_NAME_MAX))
         return mc_error_set(err, MC_ERR_INVALID,
                             "decider: incident \"%.40s\" on \"%.64s\": missing or overlong id, "
                             "target, metric or rule name",

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
+
 void mc_rulefile_init(mc_rulefile *f, const char *buf, size_t len, const char *file_name)
 {
     memset(f, 0, sizeof *f);
@@ -290,11 +292,7 @@ int mc_rulefile_name_ok(const char *s, size_t max)
 
 mc_status mc_rulefile_copy(char *dst, size_t cap, const char *src)
 {
-    size_t n = strlen(src);
-    if (n >= cap)
-        return MC_ERR_RANGE;
-    memcpy(dst, src, n + 1);
-    return MC_OK;
+    return mc_text_copy(dst, cap, src) ? MC_OK : MC_ERR_RANGE;
 }
 
 const char *mc_rulefile_severity_name(int severity)

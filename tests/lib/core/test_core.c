@@ -1,5 +1,5 @@
 /* lib/core: counter-based RNG, canonical digests, derived ids, outbox,
- * sorted tables. */
+ * sorted tables, bounded string copies. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +16,7 @@
 #include "core/outbox.h"
 #include "core/rng.h"
 #include "core/table.h"
+#include "core/text.h"
 
 static void test_rng_is_a_pure_function_of_its_key(void **state)
 {
@@ -218,6 +219,39 @@ static void test_table_open_close(void **state)
     assert_memory_equal(a, ((uint32_t[]){15, 20, 40, 40, 50, 50}), sizeof a);
 }
 
+static void test_text_copy_whole_or_refused(void **state)
+{
+    (void)state;
+    char buf[4] = "xyz";
+    assert_true(mc_text_fits("abc", 4));
+    assert_false(mc_text_fits("abcd", 4));
+    assert_true(mc_text_fits(NULL, 1));
+    assert_false(mc_text_copy(buf, sizeof buf, "abcd"));
+    assert_string_equal(buf, "xyz"); /* refused: unchanged */
+    assert_true(mc_text_copy(buf, sizeof buf, "ab"));
+    assert_string_equal(buf, "ab");
+    assert_true(mc_text_copy(buf, sizeof buf, NULL));
+    assert_string_equal(buf, "");
+}
+
+static void test_text_copy_cut_at_utf8_boundary(void **state)
+{
+    (void)state;
+    char buf[5];
+    mc_text_copy_cut(buf, sizeof buf, "abcdef");
+    assert_string_equal(buf, "abcd");
+    /* "ab" + e-acute (2 bytes) + euro sign (3 bytes): a cut after 4 bytes
+     * keeps the e-acute, one after 3 would split it and drops it whole. */
+    mc_text_copy_cut(buf, sizeof buf, "ab\xC3\xA9\xE2\x82\xAC");
+    assert_string_equal(buf, "ab\xC3\xA9");
+    mc_text_copy_cut(buf, 4, "ab\xC3\xA9");
+    assert_string_equal(buf, "ab");
+    mc_text_copy_cut(buf, sizeof buf, NULL);
+    assert_string_equal(buf, "");
+    mc_text_copy_cut(buf, 1, "abc");
+    assert_string_equal(buf, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -229,6 +263,8 @@ int main(void)
         cmocka_unit_test(test_outbox_bounds_and_bytes),
         cmocka_unit_test(test_table_find_id),
         cmocka_unit_test(test_table_open_close),
+        cmocka_unit_test(test_text_copy_whole_or_refused),
+        cmocka_unit_test(test_text_copy_cut_at_utf8_boundary),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }
