@@ -136,7 +136,22 @@ acc_cleanup() {
 }
 
 acc_start() {
-  mc_stack_start "$ACC_BUILD" "$ACC_WORK/logs" || acc_die "the four services did not start"
+  # mc_free_port draws from 20000..39999, which overlaps the kernel's
+  # ephemeral range (32768..60999): a port that no one listens on may still
+  # be the local end of an outgoing connection, and then the bind fails
+  # ("address already in use"). Such a start is retried with fresh ports.
+  local attempt
+  for attempt in 1 2 3; do
+    if mc_stack_start "$ACC_BUILD" "$ACC_WORK/logs"; then
+      break
+    fi
+    mc_stack_stop 2>/dev/null
+    if [ "$attempt" = 3 ] || ! grep -q 'address already in use' "$ACC_WORK"/logs/*.log; then
+      acc_die "the four services did not start"
+    fi
+    acc_log "a port was taken; starting again on other ports"
+    for f in "$ACC_WORK"/logs/*.log; do mv "$f" "$f.attempt$attempt"; done
+  done
   ACC_ENGINE="http://127.0.0.1:$SIM_ENGINE_PORT"
   ACC_ORCH="http://127.0.0.1:$ORCHESTRATOR_PORT"
 }
