@@ -22,11 +22,6 @@
 #include <sodium.h>
 
 #include <nats/nats.h>
-/* The adapter defines its functions in the header, without prototypes. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmissing-prototypes"
-#include <nats/adapters/libuv.h>
-#pragma GCC diagnostic pop
 
 #include "core/ids.h"
 #include "log/log.h"
@@ -70,6 +65,17 @@ typedef struct retry_entry {
     uint64_t due_ms;
     struct retry_entry *next;
 } retry_entry;
+
+/* A thread finishing the close of a loop-mode consumer (unsubscribe, join
+ * the worker, wait for nats.c's last callback): those steps may wait for
+ * replies that only the loop reads, so they never run on the loop thread.
+ * Kept in bus->reapers until joined (by the next close or by mc_bus_free). */
+typedef struct reaper {
+    pthread_t thread;
+    mc_bus_consumer *c;
+    _Atomic bool done;
+    struct reaper *next;
+} reaper;
 
 /* A final publish failure waiting to be handed to the loop. */
 typedef struct failure_note {
@@ -153,6 +159,7 @@ struct mc_bus {
     pthread_t retry_thread;
     bool retry_started;
     mc_bus_consumer *consumers;
+    reaper *reapers; /* loop mode: consumer closes still finishing, under mu */
 
     uv_async_t fail_async;
     bool fail_async_ready;
@@ -482,6 +489,243 @@ static void redact_urls(const char *urls, char *out, size_t n)
         out[n - 1] = '\0';
 }
 
+/* ---- Event loop adapter ----
+ *
+ * nats.c drives a connection's socket through four callbacks (attach, read
+ * and write interest on/off, detach). nats.c calls them from any of its
+ * threads, with the connection's lock held; libuv may only be touched on the
+ * loop thread. Calls made off the loop thread are queued and applied by the
+ * loop (uv_async_send); calls made ON the loop thread first apply whatever
+ * is queued, in order, and then themselves at once.
+ *
+ * The "at once" part is why this is ours rather than nats.c's own libuv
+ * adapter, which queues a loop-thread call whenever anything is queued. A
+ * connection closed on the loop thread before the loop ever ran (a start-up
+ * that fails, a quick shutdown) then has its poll stop queued behind earlier
+ * updates while nats.c closes the socket at once; the next uv_run arms a
+ * poll on the closed descriptor, and libuv aborts. Applied at once, the poll
+ * handle is stopped and closed before close returns. */
+typedef enum { EVL_ATTACH, EVL_READ, EVL_WRITE, EVL_DETACH } evl_kind;
+
+typedef struct evl_op {
+    evl_kind kind;
+    bool add;
+    natsSock sock;
+    struct evl_op *next;
+} evl_op;
+
+typedef struct evl {
+    uv_loop_t *loop;
+    uv_thread_t loop_thread;
+    natsConnection *nc;
+    uv_poll_t *poll; /* the current socket's; replaced on reconnect */
+    uv_async_t async;
+    int events;
+    bool detached;
+    int handles; /* async + current poll not yet closed; freed at 0 */
+    pthread_mutex_t mu;
+    evl_op *head, *tail;
+} evl;
+
+static void evl_release(evl *e)
+{
+    if (--e->handles > 0)
+        return;
+    while (e->head) {
+        evl_op *op = e->head;
+        e->head = op->next;
+        free(op);
+    }
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+static void evl_old_poll_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void evl_poll_closed(uv_handle_t *h)
+{
+    evl *e = h->data;
+    free(h);
+    evl_release(e);
+}
+
+static void evl_async_closed(uv_handle_t *h)
+{
+    evl_release(h->data);
+}
+
+static void evl_poll_cb(uv_poll_t *h, int status, int events)
+{
+    evl *e = h->data;
+    /* An error is handled as a read: nats.c sees the socket fail and
+     * reconnects. Reading may close or detach; nats.c checks its own
+     * state before a write. */
+    if (status < 0 || (events & UV_READABLE))
+        natsConnection_ProcessReadEvent(e->nc);
+    if (status == 0 && (events & UV_WRITABLE))
+        natsConnection_ProcessWriteEvent(e->nc);
+}
+
+/* Applies one operation; on the loop thread only. */
+static natsStatus evl_apply(evl *e, evl_kind kind, bool add, natsSock sock)
+{
+    if (e->detached)
+        return NATS_OK;
+    int rc = 0;
+    switch (kind) {
+    case EVL_ATTACH: {
+        if (e->poll != NULL) {
+            uv_close((uv_handle_t *)e->poll, evl_old_poll_closed);
+            e->poll = NULL;
+            e->handles--;
+        }
+        uv_poll_t *p = calloc(1, sizeof *p);
+        if (p == NULL)
+            return NATS_NO_MEMORY;
+        rc = uv_poll_init_socket(e->loop, p, sock);
+        if (rc != 0) {
+            free(p);
+            break;
+        }
+        p->data = e;
+        e->poll = p;
+        e->handles++;
+        e->events = UV_READABLE;
+        rc = uv_poll_start(p, e->events, evl_poll_cb);
+        break;
+    }
+    case EVL_READ:
+    case EVL_WRITE: {
+        int bit = kind == EVL_READ ? UV_READABLE : UV_WRITABLE;
+        e->events = add ? (e->events | bit) : (e->events & ~bit);
+        if (e->poll != NULL)
+            rc = e->events ? uv_poll_start(e->poll, e->events, evl_poll_cb)
+                           : uv_poll_stop(e->poll);
+        break;
+    }
+    case EVL_DETACH:
+        e->detached = true;
+        if (e->poll != NULL) {
+            uv_poll_stop(e->poll);
+            uv_close((uv_handle_t *)e->poll, evl_poll_closed);
+            e->poll = NULL;
+        }
+        uv_close((uv_handle_t *)&e->async, evl_async_closed);
+        break;
+    }
+    if (rc != 0) {
+        MC_LOG_ERROR("nats event loop adapter: libuv refused a socket update",
+                     MC_LF_STR("error", uv_strerror(rc)), MC_LF_INT("op", (int64_t)kind));
+        return NATS_ERR;
+    }
+    return NATS_OK;
+}
+
+/* Applies the queued operations in order; on the loop thread only. */
+static void evl_drain(evl *e)
+{
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        evl_op *op = e->head;
+        if (op != NULL) {
+            e->head = op->next;
+            if (e->head == NULL)
+                e->tail = NULL;
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (op == NULL)
+            return;
+        evl_apply(e, op->kind, op->add, op->sock);
+        free(op);
+    }
+}
+
+static void evl_async_cb(uv_async_t *h)
+{
+    evl_drain(h->data);
+}
+
+static bool evl_on_loop(const evl *e)
+{
+    uv_thread_t self = uv_thread_self();
+    return uv_thread_equal(&self, &e->loop_thread) != 0;
+}
+
+/* From nats.c: applied now on the loop thread, else queued for it. The
+ * wake-up is sent inside the callback, i.e. under nats.c's connection lock,
+ * so it always precedes the detach (which closes the async handle). */
+static natsStatus evl_submit(evl *e, evl_kind kind, bool add, natsSock sock)
+{
+    if (e == NULL)
+        return NATS_OK;
+    if (evl_on_loop(e)) {
+        evl_drain(e);
+        return evl_apply(e, kind, add, sock);
+    }
+    evl_op *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        return NATS_NO_MEMORY;
+    op->kind = kind;
+    op->add = add;
+    op->sock = sock;
+    pthread_mutex_lock(&e->mu);
+    if (e->tail)
+        e->tail->next = op;
+    else
+        e->head = op;
+    e->tail = op;
+    pthread_mutex_unlock(&e->mu);
+    return uv_async_send(&e->async) == 0 ? NATS_OK : NATS_ERR;
+}
+
+static natsStatus evl_attach(void **user_data, void *loop, natsConnection *nc, natsSock socket)
+{
+    evl *e = *user_data;
+    if (e != NULL) /* a reconnect, from nats.c's reconnect thread */
+        return evl_submit(e, EVL_ATTACH, true, socket);
+    /* The first attach happens inside natsConnection_Connect, which the bus
+     * calls on the loop thread. */
+    e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return NATS_NO_MEMORY;
+    e->loop = loop;
+    e->loop_thread = uv_thread_self();
+    e->nc = nc;
+    pthread_mutex_init(&e->mu, NULL);
+    if (uv_async_init(e->loop, &e->async, evl_async_cb) != 0) {
+        pthread_mutex_destroy(&e->mu);
+        free(e);
+        return NATS_ERR;
+    }
+    e->async.data = e;
+    e->handles = 1;
+    natsStatus s = evl_apply(e, EVL_ATTACH, true, socket);
+    if (s != NATS_OK) {
+        evl_apply(e, EVL_DETACH, true, socket);
+        return s;
+    }
+    *user_data = e;
+    return NATS_OK;
+}
+
+static natsStatus evl_read(void *user_data, bool add)
+{
+    return evl_submit(user_data, EVL_READ, add, (natsSock)-1);
+}
+
+static natsStatus evl_write(void *user_data, bool add)
+{
+    return evl_submit(user_data, EVL_WRITE, add, (natsSock)-1);
+}
+
+static natsStatus evl_detach(void *user_data)
+{
+    return evl_submit(user_data, EVL_DETACH, true, (natsSock)-1);
+}
+
 static mc_status connect_one(mc_bus *bus, const mc_nats_config *cfg, uv_loop_t *loop, bool control,
                              natsConnection **out, mc_error *err)
 {
@@ -547,8 +791,7 @@ static mc_status connect_one(mc_bus *bus, const mc_nats_config *cfg, uv_loop_t *
         s = natsOptions_SetNKeyFromSeed(no, pub, cfg->nkey_seed_file);
     }
     if (s == NATS_OK && loop != NULL)
-        s = natsOptions_SetEventLoop(no, loop, natsLibuv_Attach, natsLibuv_Read, natsLibuv_Write,
-                                     natsLibuv_Detach);
+        s = natsOptions_SetEventLoop(no, loop, evl_attach, evl_read, evl_write, evl_detach);
     free(urls);
     if (s != NATS_OK) {
         natsOptions_Destroy(no);
@@ -951,6 +1194,14 @@ mc_status mc_bus_provision(mc_bus *bus, mc_error *err)
     return MC_OK;
 }
 
+bool mc_bus_connected(const mc_bus *bus)
+{
+    if (bus == NULL || bus->nc == NULL || bus->ctl_nc == NULL)
+        return false;
+    return natsConnection_Status(bus->nc) == NATS_CONN_STATUS_CONNECTED &&
+           natsConnection_Status(bus->ctl_nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
 mc_status mc_bus_streams_delete(mc_bus *bus, mc_error *err)
 {
     if (bus == NULL)
@@ -1039,6 +1290,8 @@ static void fail_async_closed(uv_handle_t *h)
     bus_release_memory(h->data);
 }
 
+static void reapers_join(mc_bus *bus, bool wait_all);
+
 /* Closes connections and frees everything; used by open's failure path and
  * by mc_bus_free. */
 static void bus_teardown(mc_bus *bus)
@@ -1095,6 +1348,10 @@ static void bus_teardown(mc_bus *bus)
         natsConnection_Close(bus->nc);
     if (bus->ctl_nc != NULL && bus->ctl_nc != bus->nc)
         natsConnection_Close(bus->ctl_nc);
+    /* With the connections closed, nothing a reaper waits for needs the
+     * loop any more (requests, fetches and subscribes fail at once), so
+     * joining them here is short even on the loop thread. */
+    reapers_join(bus, true);
     /* An ack callback that started before the close may still be running on
      * nats.c's delivery thread; wait for it before the memory goes. */
     for (int i = 0; i < 2000 && atomic_load(&bus->cb_active) > 0; i++)
@@ -1188,10 +1445,7 @@ mc_status mc_bus_open(uv_loop_t *loop, const mc_nats_config *nats, const mc_bus_
     if (st == MC_OK && !bus->o.skip_provision)
         st = mc_bus_provision(bus, err);
     if (st == MC_OK && loop != NULL) {
-        /* The adapter must know which thread runs the loop, and the first
-         * attach has to happen on it. */
-        natsLibuv_Init();
-        natsLibuv_SetThreadLocalLoop(loop);
+        /* The first attach of the adapter happens here, on the loop thread. */
         bus->loop_thread = uv_thread_self();
         st = connect_one(bus, nats, loop, false, &bus->nc, err);
     } else if (st == MC_OK) {
@@ -1491,18 +1745,26 @@ void mc_bus_batch_free(mc_bus_batch *b)
 
 /* Hands a full batch over: to the loop (queue + uv_async_send) or, in
  * thread mode, straight to the callback on this thread. The caller has
- * counted it in batches_inflight and refs. */
+ * counted it in batches_inflight and refs. In loop mode the wake-up is sent
+ * under c->mu and only while the consumer is open: close sets closing under
+ * the same lock before it closes the handle, so no thread ever signals a
+ * closing handle. */
 static void hand_over(mc_bus_consumer *c, mc_bus_batch *b)
 {
     if (c->bus->loop != NULL) {
         pthread_mutex_lock(&c->mu);
+        if (c->closing) {
+            pthread_mutex_unlock(&c->mu);
+            mc_bus_batch_free(b); /* unacked: redelivered after ack_wait */
+            return;
+        }
         if (c->ready_tail)
             c->ready_tail->next = b;
         else
             c->ready_head = b;
         c->ready_tail = b;
-        pthread_mutex_unlock(&c->mu);
         uv_async_send(&c->async);
+        pthread_mutex_unlock(&c->mu);
     } else {
         call_on_batch(c, b);
     }
@@ -1619,6 +1881,11 @@ static bool worker_subscribe(mc_bus_consumer *c)
             }
             return true;
         }
+        pthread_mutex_lock(&c->mu);
+        bool closing = c->closing;
+        pthread_mutex_unlock(&c->mu);
+        if (closing)
+            return false; /* the failure is the close itself */
         char text[400];
         nats_error_text(text, sizeof text, s, jerr);
         MC_LOG_WARN("consumer subscribe failed; retrying",
@@ -1773,8 +2040,8 @@ static void ordered_msg_cb(natsConnection *nc, natsSubscription *sub, natsMsg *m
         msg_init(c, b, &b->msgs[b->count], msg);
         b->count++;
         c->msgs_inflight++;
+        uv_async_send(&c->async); /* under c->mu: see hand_over */
         pthread_mutex_unlock(&c->mu);
-        uv_async_send(&c->async);
         return;
     }
     pthread_mutex_unlock(&c->mu);
@@ -1980,6 +2247,81 @@ mc_status mc_bus_ordered_open(mc_bus *bus, const mc_bus_ordered_options *o,
     return st;
 }
 
+/* The blocking half of a close: wakes and joins the worker and, for an
+ * ordered consumer, waits until nats.c has returned from its last callback
+ * (unsubscribing an ordered consumer also deletes its ephemeral consumer on
+ * the server, a request whose reply the loop reads). self: called from the
+ * consumer's own callback in thread mode. Drops the close's reference. */
+static void consumer_finish_close(mc_bus_consumer *c, bool self)
+{
+    pthread_mutex_lock(&c->mu);
+    natsSubscription *sub = c->sub;
+    pthread_mutex_unlock(&c->mu);
+    /* Unsubscribing wakes a fetch in progress; the subscription object stays
+     * until the last batch is freed, so its messages can still be acked. */
+    if (sub != NULL)
+        natsSubscription_Unsubscribe(sub);
+    if (c->worker_started) {
+        if (self && pthread_equal(pthread_self(), c->worker))
+            pthread_detach(c->worker); /* it exits once this callback returns */
+        else
+            pthread_join(c->worker, NULL);
+        c->worker_started = false;
+    }
+    pthread_mutex_lock(&c->mu);
+    sub = c->sub;
+    pthread_mutex_unlock(&c->mu);
+    if (c->ordered && sub != NULL && !self) {
+        /* No callback may run after close returns (thread mode), and none
+         * may touch c after it is freed (both modes). */
+        pthread_mutex_lock(&c->mu);
+        struct timespec ts = deadline_in(5000);
+        int rc = 0;
+        while (!c->sub_complete && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+        pthread_mutex_unlock(&c->mu);
+    }
+    consumer_unref(c);
+}
+
+static void *reaper_main(void *arg)
+{
+    reaper *r = arg;
+    consumer_finish_close(r->c, false);
+    atomic_store(&r->done, true);
+    return NULL;
+}
+
+/* Joins the reapers that have finished (all of them with wait_all: only
+ * after the connections are closed, when none can wait for the loop). */
+static void reapers_join(mc_bus *bus, bool wait_all)
+{
+    pthread_mutex_lock(&bus->mu);
+    reaper *list = bus->reapers, *keep = NULL;
+    bus->reapers = NULL;
+    pthread_mutex_unlock(&bus->mu);
+    while (list) {
+        reaper *next = list->next;
+        if (wait_all || atomic_load(&list->done)) {
+            pthread_join(list->thread, NULL);
+            free(list);
+        } else {
+            list->next = keep;
+            keep = list;
+        }
+        list = next;
+    }
+    if (keep != NULL) {
+        pthread_mutex_lock(&bus->mu);
+        reaper *tail = keep;
+        while (tail->next)
+            tail = tail->next;
+        tail->next = bus->reapers;
+        bus->reapers = keep;
+        pthread_mutex_unlock(&bus->mu);
+    }
+}
+
 static void consumer_close_internal(mc_bus_consumer *c)
 {
     mc_bus *bus = c->bus;
@@ -1994,34 +2336,7 @@ static void consumer_close_internal(mc_bus_consumer *c)
 
     pthread_mutex_lock(&c->mu);
     c->closing = true;
-    natsSubscription *sub = c->sub;
     pthread_cond_broadcast(&c->cond);
-    pthread_mutex_unlock(&c->mu);
-    /* Unsubscribing wakes a fetch in progress; the subscription object stays
-     * until the last batch is freed, so its messages can still be acked. */
-    if (sub != NULL)
-        natsSubscription_Unsubscribe(sub);
-    bool self = tls_in_callback == c;
-    if (c->worker_started) {
-        if (self && pthread_equal(pthread_self(), c->worker))
-            pthread_detach(c->worker); /* it exits once this callback returns */
-        else
-            pthread_join(c->worker, NULL);
-        c->worker_started = false;
-    }
-    pthread_mutex_lock(&c->mu);
-    sub = c->sub;
-    pthread_mutex_unlock(&c->mu);
-    if (c->ordered && sub != NULL && !self) {
-        /* No callback may run after close returns. */
-        pthread_mutex_lock(&c->mu);
-        struct timespec ts = deadline_in(5000);
-        int rc = 0;
-        while (!c->sub_complete && rc != ETIMEDOUT)
-            rc = pthread_cond_timedwait(&c->cond, &c->mu, &ts);
-        pthread_mutex_unlock(&c->mu);
-    }
-    pthread_mutex_lock(&c->mu);
     mc_bus_batch *b = c->ready_head;
     c->ready_head = c->ready_tail = NULL;
     pthread_mutex_unlock(&c->mu);
@@ -2030,9 +2345,33 @@ static void consumer_close_internal(mc_bus_consumer *c)
         mc_bus_batch_free(b);
         b = next;
     }
-    if (bus->loop != NULL)
+
+    if (bus->loop != NULL) {
+        /* Loop mode: callbacks only run on this (the loop) thread and check
+         * closing first, and no thread signals the handle once closing is
+         * set, so it can close now and no callback runs after this returns.
+         * The rest waits on nats.c and possibly on the loop itself: a reaper
+         * thread finishes it while the loop keeps running. */
         uv_close((uv_handle_t *)&c->async, consumer_async_closed);
-    consumer_unref(c);
+        reapers_join(bus, false);
+        reaper *r = calloc(1, sizeof *r);
+        if (r != NULL) {
+            r->c = c;
+            if (pthread_create(&r->thread, NULL, reaper_main, r) == 0) {
+                pthread_mutex_lock(&bus->mu);
+                r->next = bus->reapers;
+                bus->reapers = r;
+                pthread_mutex_unlock(&bus->mu);
+                return;
+            }
+            free(r);
+        }
+        MC_LOG_WARN("no thread for the consumer close; finishing it on the loop thread",
+                    MC_LF_STR("consumer", c->durable ? c->durable : "(ordered)"));
+        consumer_finish_close(c, false);
+        return;
+    }
+    consumer_finish_close(c, tls_in_callback == c);
 }
 
 void mc_bus_consumer_close(mc_bus_consumer *c)

@@ -1,7 +1,8 @@
 /* NATS JetStream for the services (nats.c 3.4.1), on a libuv loop or not.
  *
  * A service is one libuv event loop. mc_bus_open(loop, ...) connects with
- * nats.c's libuv adapter, so the connection's socket I/O runs on that loop,
+ * the bus's own libuv adapter for nats.c, so the connection's socket I/O
+ * runs on that loop,
  * and provisions the two streams of the project: SIM (captures `sim.>`) and
  * OPS (captures `ops.>`). Everything the bus hands to the service (batches of
  * consumed messages, final publish failures) is delivered ON THE LOOP THREAD
@@ -30,9 +31,6 @@
  * next mc_bus_flush fail. Pull consumers are durable with explicit acks: a
  * message is acked only when the service says so (after its own durable
  * work), so a crash before the ack means redelivery, not loss.
- *
- * nats.c's libuv adapter defines (non-static) functions in its header, so
- * only lib/bus/bus.c may include <nats/adapters/libuv.h> in a program.
  */
 #ifndef MC_BUS_BUS_H
 #define MC_BUS_BUS_H
@@ -135,8 +133,16 @@ mc_status mc_bus_open(uv_loop_t *loop, const mc_nats_config *nats, const mc_bus_
  * first or accept that pending acks are reported as failures), closes the
  * connections and frees the bus. NULL-safe. Loop mode: call on the loop
  * thread, then let uv_run return (run the loop until it has no more active
- * handles) so the adapter and the bus can close their handles. */
+ * handles) so the adapter and the bus can close their handles. Does not
+ * wait for the loop: consumer closes still finishing are completed once the
+ * connections are closed (which ends their waits at once). */
 void mc_bus_free(mc_bus *bus);
+
+/* Whether the bus is connected to a server now: both its data and its
+ * control connection (false while either reconnects, and after close).
+ * Reads nats.c's connection state, no round trip, no allocation: cheap
+ * enough for every /ready probe. Any thread. NULL: false. */
+bool mc_bus_connected(const mc_bus *bus);
 
 /* Creates SIM and OPS if missing; checks existing ones. Subjects, storage
  * type and retention policy must match (otherwise MC_ERR_STATE with a
@@ -265,9 +271,12 @@ mc_status mc_bus_ordered_open(mc_bus *bus, const mc_bus_ordered_options *opts,
  * dropped unacked (the server redelivers them after ack_wait). Batches the
  * service still holds stay valid and can be acked until freed (free them
  * before mc_bus_free). The durable consumer stays on the server. NULL-safe.
- * Waits for the worker: up to fetch_wait_ms, or request_timeout_ms if the
- * loop never ran since the consumer was opened. Loop mode: on the loop
- * thread. */
+ * Loop mode: on the loop thread, and it does not block: the parts that wait
+ * (unsubscribing, which for an ordered consumer deletes it on the server
+ * with a request the loop answers; the worker's end) finish on a helper
+ * thread while the loop runs, and mc_bus_free completes them. Works before
+ * the loop ever ran. Thread mode: waits for the worker (up to fetch_wait_ms)
+ * and for nats.c's last callback. */
 void mc_bus_consumer_close(mc_bus_consumer *c);
 
 /* Messages handed to the consumer callbacks so far. */

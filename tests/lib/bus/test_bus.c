@@ -880,6 +880,179 @@ static void test_close_from_own_callback(void **state)
     cleanup_bus(bus);
 }
 
+/* ---- Closing on the loop thread is quick ---- */
+
+typedef struct quick_ctx {
+    uv_loop_t *loop;
+    collector *pull;
+    collector *ordered;
+    uint64_t deadline;
+    bool timed_out;
+} quick_ctx;
+
+static void quick_poll_cb(uv_timer_t *t)
+{
+    quick_ctx *q = t->data;
+    pthread_mutex_lock(&q->pull->mu);
+    bool done = q->pull->n >= 3;
+    pthread_mutex_unlock(&q->pull->mu);
+    pthread_mutex_lock(&q->ordered->mu);
+    done = done && q->ordered->n >= 3;
+    pthread_mutex_unlock(&q->ordered->mu);
+    if (done || mono_ms() > q->deadline) {
+        q->timed_out = !done;
+        uv_stop(q->loop);
+    }
+}
+
+/* Counts callbacks that run after the close returned (must stay 0). */
+typedef struct late_ctx {
+    collector *c;
+    bool closed;
+    int late;
+} late_ctx;
+
+static void late_on_batch(void *ctx, mc_bus_batch *b)
+{
+    late_ctx *l = ctx;
+    if (l->closed)
+        l->late++;
+    on_batch(l->c, b);
+}
+
+/* Closing a pull and an ordered consumer on the loop thread, after they
+ * delivered, does not wait for replies only the loop can read: each close
+ * returns in well under the request timeout, no callback runs after it, and
+ * the loop then winds down (the teardown finishes asynchronously). */
+static void test_loop_close_is_quick(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    mc_bus *bus = open_bus(&f, &loop, NULL);
+    mc_error err = {0};
+    char s[128];
+    subj(&f, s, sizeof s, "sim.metrics");
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "q-%d", i);
+        assert_int_equal(mc_bus_publish(bus, s, "x", 1, id, NULL, &err), MC_OK);
+    }
+    collector pc, oc;
+    collector_init(&pc, 100, ACK_ALL);
+    collector_init(&oc, 100, ACK_ALL);
+    late_ctx pl = {&pc, false, 0}, ol = {&oc, false, 0};
+    mc_bus_pull_options po = {0};
+    po.stream = MC_BUS_STREAM_SIM;
+    po.durable = "quick";
+    po.fetch_wait_ms = 1000;
+    po.on_batch = late_on_batch;
+    po.ctx = &pl;
+    mc_bus_consumer *pull = NULL;
+    assert_int_equal(mc_bus_pull_open(bus, &po, &pull, &err), MC_OK);
+    mc_bus_ordered_options oo = {0};
+    oo.stream = MC_BUS_STREAM_SIM;
+    oo.start_seq = 1;
+    oo.on_batch = late_on_batch;
+    oo.ctx = &ol;
+    mc_bus_consumer *ord = NULL;
+    assert_int_equal(mc_bus_ordered_open(bus, &oo, &ord, &err), MC_OK);
+
+    quick_ctx q = {&loop, &pc, &oc, mono_ms() + 20000, false};
+    uv_timer_t poll;
+    uv_timer_init(&loop, &poll);
+    poll.data = &q;
+    uv_timer_start(&poll, quick_poll_cb, 10, 10);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_false(q.timed_out);
+    uv_timer_stop(&poll);
+    uv_close((uv_handle_t *)&poll, NULL);
+
+    /* More traffic, so the consumers have messages in flight at the close. */
+    for (int i = 3; i < 50; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "q-%d", i);
+        assert_int_equal(mc_bus_publish(bus, s, "y", 1, id, NULL, &err), MC_OK);
+    }
+    uint64_t t0 = mono_ms();
+    mc_bus_consumer_close(ord);
+    ol.closed = true;
+    uint64_t t1 = mono_ms();
+    mc_bus_consumer_close(pull);
+    pl.closed = true;
+    uint64_t t2 = mono_ms();
+    if (t1 - t0 > 1000 || t2 - t1 > 1500)
+        fail_msg("close blocked the loop: ordered %llu ms, pull %llu ms",
+                 (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1));
+    assert_int_equal(mc_bus_streams_delete(bus, &err), MC_OK);
+    uint64_t t3 = mono_ms();
+    mc_bus_free(bus);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uint64_t t4 = mono_ms();
+    if (t4 - t3 > 3000)
+        fail_msg("bus shutdown took %llu ms", (unsigned long long)(t4 - t3));
+    assert_int_equal(pl.late, 0);
+    assert_int_equal(ol.late, 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    collector_free(&pc);
+    collector_free(&oc);
+}
+
+/* Consumers opened and closed before the loop ever ran (a start-up that
+ * fails half way): close is quick, nothing is delivered, and freeing the
+ * bus and running the loop once cleans everything up. Also the shutdown
+ * path of mc_bus_free with consumers still open. */
+static void test_loop_close_before_loop_ran(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    mc_bus *bus = open_bus(&f, &loop, NULL);
+    mc_error err = {0};
+    char s[128];
+    subj(&f, s, sizeof s, "sim.metrics");
+    assert_int_equal(mc_bus_publish(bus, s, "x", 1, "b-1", NULL, &err), MC_OK);
+    collector pc, oc;
+    collector_init(&pc, 100, ACK_ALL);
+    collector_init(&oc, 100, ACK_ALL);
+    mc_bus_consumer *pull = open_pull(bus, MC_BUS_STREAM_SIM, "early", NULL, 0, &pc);
+    mc_bus_ordered_options oo = {0};
+    oo.stream = MC_BUS_STREAM_SIM;
+    oo.start_seq = 1;
+    oo.on_batch = on_batch;
+    oo.ctx = &oc;
+    mc_bus_consumer *ord = NULL;
+    assert_int_equal(mc_bus_ordered_open(bus, &oo, &ord, &err), MC_OK);
+    usleep(100000); /* the helper threads are now waiting for the loop */
+    uint64_t t0 = mono_ms();
+    mc_bus_consumer_close(ord);
+    mc_bus_consumer_close(pull);
+    uint64_t t1 = mono_ms();
+    if (t1 - t0 > 1000)
+        fail_msg("close before the loop ran took %llu ms", (unsigned long long)(t1 - t0));
+
+    /* mc_bus_free closes consumers still open, also before the loop ran. */
+    mc_bus_consumer *pull2 = open_pull(bus, MC_BUS_STREAM_SIM, "early2", NULL, 0, &pc);
+    mc_bus_consumer *ord2 = NULL;
+    assert_int_equal(mc_bus_ordered_open(bus, &oo, &ord2, &err), MC_OK);
+    (void)pull2;
+    usleep(100000);
+    assert_int_equal(mc_bus_streams_delete(bus, &err), MC_OK);
+    uint64_t t2 = mono_ms();
+    mc_bus_free(bus);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uint64_t t3 = mono_ms();
+    if (t3 - t2 > 3000)
+        fail_msg("bus shutdown took %llu ms", (unsigned long long)(t3 - t2));
+    assert_int_equal(pc.n, 0);
+    assert_int_equal(oc.n, 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    collector_free(&pc);
+    collector_free(&oc);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_nkey_public_from_seed),
     cmocka_unit_test(test_open_bad_url),
@@ -892,6 +1065,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_async_10000_acked),
     cmocka_unit_test(test_publish_without_stream_fails_clearly),
     cmocka_unit_test(test_close_from_own_callback),
+    cmocka_unit_test(test_loop_close_is_quick),
+    cmocka_unit_test(test_loop_close_before_loop_ran),
 };
 
 int main(void)

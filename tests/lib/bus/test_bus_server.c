@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <uv.h>
 
 #include "bus/bus.h"
 #include "log/log.h"
@@ -262,11 +263,21 @@ static void test_server_restart_while_publishing(void **state)
                          MC_OK);
         if (i == 100) {
             /* The server goes away with acks in flight and comes back on the
-             * same port and store. */
+             * same port and store; mc_bus_connected follows. */
+            assert_true(mc_bus_connected(bus));
             server_stop(&s);
+            uint64_t end = mono_ms() + 5000;
+            while (mc_bus_connected(bus) && mono_ms() < end)
+                usleep(10000);
+            assert_false(mc_bus_connected(bus));
         }
-        if (i == 200)
+        if (i == 200) {
             server_start(&s);
+            uint64_t end = mono_ms() + 10000;
+            while (!mc_bus_connected(bus) && mono_ms() < end)
+                usleep(10000);
+            assert_true(mc_bus_connected(bus));
+        }
     }
     if (mc_bus_flush(bus, 60000, &err) != MC_OK)
         fail_msg("flush after the restart: %s", err.msg);
@@ -304,6 +315,108 @@ static void test_server_restart_while_publishing(void **state)
     for (int i = 0; i < 300; i++)
         assert_int_equal(c.seen[i], 1);
     mc_bus_free(bus);
+    assert_false(mc_bus_connected(NULL));
+    pthread_mutex_destroy(&c.mu);
+    server_cleanup(&s);
+}
+
+/* Loop mode through a server restart: the data connection's socket is
+ * re-attached to the loop from nats.c's reconnect thread, publishing from
+ * the loop continues, and the pull consumer receives every message once. */
+typedef struct loop_restart {
+    uv_loop_t *loop;
+    mc_bus *bus;
+    server *srv;
+    counter *c;
+    int next;
+    int failed;
+    uint64_t deadline;
+    bool timed_out;
+    char err[512];
+} loop_restart;
+
+static void loop_restart_tick(uv_timer_t *t)
+{
+    loop_restart *lr = t->data;
+    if (lr->next < 300) {
+        char p[16];
+        int n = snprintf(p, sizeof p, "m-%03d", lr->next);
+        mc_error err = {0};
+        if (mc_bus_publish_stamped(lr->bus, "sim.metrics", "run-lr", 1, (uint64_t)lr->next + 1, p,
+                                   (size_t)n, &err) != MC_OK) {
+            lr->failed++;
+            snprintf(lr->err, sizeof lr->err, "%s", err.msg);
+        }
+        lr->next++;
+        if (lr->next == 100)
+            server_stop(lr->srv);
+        if (lr->next == 200)
+            server_start(lr->srv);
+    }
+    pthread_mutex_lock(&lr->c->mu);
+    uint64_t got = lr->c->n;
+    pthread_mutex_unlock(&lr->c->mu);
+    if (got >= 300 || mono_ms() > lr->deadline) {
+        lr->timed_out = got < 300;
+        uv_timer_stop(t);
+        uv_stop(lr->loop);
+    }
+}
+
+static void test_loop_server_restart(void **state)
+{
+    server s;
+    server_init(&s, "users = [ {user: bob, password: \"pw\"} ]");
+    server_start(&s);
+    char url[64];
+    snprintf(url, sizeof url, "nats://127.0.0.1:%d", s.port);
+    mc_nats_config nc = {.url = url, .user = "bob", .password = "pw"};
+    mc_bus_options o = {0};
+    o.name = "test-bus-loop-restart";
+    o.reconnect_wait_max_ms = 300;
+    o.ack_timeout_ms = 1000;
+    o.publish_attempts = 20;
+    o.retry_backoff_ms = 100;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    mc_bus *bus = NULL;
+    mc_error err = {0};
+    if (mc_bus_open(&loop, &nc, &o, &bus, &err) != MC_OK)
+        fail_msg("open: %s", err.msg);
+    assert_true(mc_bus_connected(bus));
+    counter c = {0};
+    pthread_mutex_init(&c.mu, NULL);
+    mc_bus_pull_options po = {0};
+    po.stream = MC_BUS_STREAM_SIM;
+    po.durable = "looprestart";
+    po.fetch_wait_ms = 200;
+    po.ack_wait_ms = 2000;
+    po.on_batch = count_batch;
+    po.ctx = &c;
+    mc_bus_consumer *cons = NULL;
+    if (mc_bus_pull_open(bus, &po, &cons, &err) != MC_OK)
+        fail_msg("pull: %s", err.msg);
+    loop_restart lr = {&loop, bus, &s, &c, 0, 0, mono_ms() + 60000, false, ""};
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &lr;
+    uv_timer_start(&t, loop_restart_tick, 5, 5);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (lr.failed)
+        fail_msg("%d publishes refused: %s", lr.failed, lr.err);
+    assert_false(lr.timed_out);
+    assert_int_equal(c.n, 300);
+    assert_int_equal(c.dups, 0);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(c.seen[i], 1);
+    assert_int_equal(mc_bus_publish_failures(bus), 0);
+    uint64_t t0 = mono_ms();
+    mc_bus_consumer_close(cons);
+    mc_bus_free(bus);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_true(mono_ms() - t0 < 3000);
+    assert_int_equal(uv_loop_close(&loop), 0);
     pthread_mutex_destroy(&c.mu);
     server_cleanup(&s);
 }
@@ -311,6 +424,7 @@ static void test_server_restart_while_publishing(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_credentials),
     cmocka_unit_test(test_server_restart_while_publishing),
+    cmocka_unit_test(test_loop_server_restart),
 };
 
 int main(void)
