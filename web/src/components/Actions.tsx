@@ -114,7 +114,7 @@ export default function Actions({ state, optimistic, onApprove, onReject, incide
             <option key={s} value={statusName(s)}>{enumLabel(statusName(s), "ACTION_STATUS_").toLowerCase()}</option>
           ))}
         </select>
-        <label className="text-xs" htmlFor="history-target">target</label>
+        <label className="text-xs" htmlFor="history-target">filter by target</label>
         <input id="history-target" value={targetFilter} onChange={(e) => setTargetFilter(e.target.value)} className="w-28 rounded border border-slate-600 bg-slate-950 px-1 py-0.5 text-xs" />
         {incidentFilter && (
           <button type="button" onClick={onClearIncidentFilter} className="text-xs text-sky-300 underline">showing one incident's actions — show all</button>

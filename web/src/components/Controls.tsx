@@ -75,7 +75,7 @@ export default function Controls({ state, handlers, canMutate }: { state: Dashbo
           </select>
         </div>
         <div className="flex flex-col">
-          <label htmlFor="fault-target">target</label>
+          <label htmlFor="fault-target">fault target</label>
           <input id="fault-target" list="fault-targets" value={target} onChange={(e) => setTarget(e.target.value)} className="w-32 rounded border border-slate-600 bg-slate-950 px-1 py-0.5" />
           <datalist id="fault-targets">{targets.map((t) => <option key={t} value={t} />)}</datalist>
         </div>

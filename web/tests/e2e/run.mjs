@@ -54,7 +54,7 @@ async function waitTickBeyond(page, n) {
 
 async function injectFault(page, type, target, intensity, duration) {
   await page.getByLabel("fault", { exact: true }).selectOption({ label: type });
-  await page.getByLabel("target", { exact: true }).fill(target);
+  await page.getByLabel("fault target", { exact: true }).fill(target);
   await page.getByLabel("intensity").fill(String(intensity));
   await page.getByLabel("duration (ticks)").fill(String(duration));
   await page.getByRole("button", { name: "Inject fault" }).click();
