@@ -765,7 +765,8 @@ static bool ready_fn(void *ctx, const char **reason)
 static void health_work(uv_work_t *w)
 {
     mc_orch *o = w->data;
-    o->nats_ok = mc_bus_provision(o->bus, NULL) == MC_OK;
+    /* The connection state (no JetStream round trip every probe). */
+    o->nats_ok = mc_bus_connected(o->bus);
 }
 
 static void health_after(uv_work_t *w, int status)

@@ -278,14 +278,15 @@ static void probe_work(uv_work_t *req)
 {
     mc_svc_admin *a = req->data;
     mc_error err = {0};
-    if (mc_bus_provision(a->bus, &err) == MC_OK) {
+    /* The connection state, not a JetStream round trip: the streams were
+     * provisioned at start, and a lost server shows as a reconnect. */
+    if (mc_bus_connected(a->bus)) {
         atomic_store(&a->nats_ok, true);
         a->nats_why[0] = '\0';
     } else {
         atomic_store(&a->nats_ok, false);
-        snprintf(a->nats_why, sizeof a->nats_why, "NATS: %s", err.msg);
+        snprintf(a->nats_why, sizeof a->nats_why, "NATS: not connected (reconnecting)");
     }
-    mc_error_clear(&err);
     mc_status st = MC_OK;
     if (a->probe_store == NULL) {
         char conninfo[1024];
@@ -372,7 +373,7 @@ mc_status mc_svc_admin_start(mc_svc_admin *a, uv_loop_t *loop, const mc_addr *ad
         (st = mc_http_server_route(a->srv, MC_HTTP_GET | MC_HTTP_HEAD, "/metrics",
                                    mc_http_metrics_handler, a->reg, err)) != MC_OK ||
         (st = mc_http_server_register_metrics(a->srv, a->reg, err)) != MC_OK ||
-        (st = mc_svc_gauge(a, "microcloud_nats_up", "1 when the JetStream streams answered the last probe",
+        (st = mc_svc_gauge(a, "microcloud_nats_up", "1 when connected to NATS at the last probe",
                            &a->g_nats_up, err)) != MC_OK ||
         (st = mc_svc_gauge(a, "microcloud_postgres_up", "1 when PostgreSQL answered the last probe",
                            &a->g_db_up, err)) != MC_OK)
