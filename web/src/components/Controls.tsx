@@ -1,7 +1,7 @@
 "use client";
 // Simulation controls, forwarded by the orchestrator to the engine: play /
 // pause, speed, scenario and seed (a new run), and fault injection.
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import { FaultType } from "@/gen/sim/v1/events_pb";
 import type { DashboardState } from "@/lib/types";
 import { enumLabel } from "@/lib/format";
@@ -25,6 +25,14 @@ export default function Controls({ state, handlers, canMutate }: { state: Dashbo
   const run = state.run;
   const [scenario, setScenario] = useState(run?.scenario || "cascade_failure");
   const [seed, setSeed] = useState(run?.seed || "42");
+  // Follow the run the page shows (the first snapshot arrives after the
+  // first render, and a new run may be started elsewhere).
+  const runScenario = run?.scenario;
+  const runSeed = run?.seed;
+  useEffect(() => {
+    if (runScenario) setScenario(runScenario);
+    if (runSeed) setSeed(runSeed);
+  }, [runScenario, runSeed]);
   const [faultType, setFaultType] = useState<FaultType>(FaultType.ERROR_BURST);
   const [target, setTarget] = useState("");
   const [intensity, setIntensity] = useState("0.5");
