@@ -142,3 +142,13 @@ bool mc_trace_name_valid(const char *name, size_t len)
     }
     return true;
 }
+
+bool mc_trace_digest_present(const uint8_t *digest, size_t len)
+{
+    if (digest == NULL || len != MC_TRACE_HASH_BYTES)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (digest[i] != 0)
+            return true;
+    return false;
+}

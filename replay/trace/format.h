@@ -35,6 +35,10 @@
 #define MC_TRACE_SIG_DOMAIN     "MCTRACE-SIG1"
 #define MC_TRACE_SIG_DOMAIN_LEN 12
 
+/* The record stage of inputs from outside the cores that are not messages
+ * of a stage (FORMAT.md "Inputs"): after every stage of their tick. */
+#define MC_TRACE_STAGE_INPUTS 5
+
 typedef enum mc_trace_kind {
     MC_TRACE_KIND_NONE = 0, /* not a frame: the end of the trace */
     MC_TRACE_KIND_HEADER = 1,
@@ -65,6 +69,10 @@ int mc_trace_key_cmp(const mc_trace_key *a, const mc_trace_key *b);
 /* CRC-32C (Castagnoli). Start with crc = 0 and feed the result back in to
  * continue over more bytes: crc32c(crc32c(0, a), b) == crc32c(0, a ‖ b). */
 uint32_t mc_trace_crc32c(uint32_t crc, const void *data, size_t len);
+/* True when a checkpoint digest says something: 32 bytes, not all zero. An
+ * all-zero digest means "not recorded" (FORMAT.md, CHECKPOINT) and is never
+ * compared. */
+bool mc_trace_digest_present(const uint8_t *digest, size_t len);
 /* The table-driven version mc_trace_crc32c falls back to without SSE4.2
  * (exposed so tests can check both agree). */
 uint32_t mc_trace_crc32c_portable(uint32_t crc, const void *data, size_t len);
