@@ -32,6 +32,9 @@ static void sim_usage(FILE *f)
         "  --start-time MS         header start time, ms since the epoch (default: now);\n"
         "                          fix it to make two recordings byte-identical\n"
         "  --nodes N, --services N topology size knobs (generated nodes/services added)\n"
+        "  --setting NAME=VALUE    a core setting as the services read it from their\n"
+        "                          environment (replay/harness/setup.h), e.g.\n"
+        "                          ACTION_EXPIRY_TICKS=600 (repeatable)\n"
         "  --override K=V          change a rule: detector.<rule>[.<field>]=V or\n"
         "                          decider.<rule>.<field>=V (repeatable)\n"
         "  --detector-rules FILE   detection rules file (pipeline/detector/RULES.md)\n"
@@ -110,6 +113,7 @@ int mc_cmd_sim(int argc, char **argv)
         O_ARULES,
         O_JSON,
         O_QUIET,
+        O_SETTING,
         O_HELP
     };
     static const struct option opts[] = {{"scenario", required_argument, 0, O_SCEN},
@@ -128,14 +132,15 @@ int mc_cmd_sim(int argc, char **argv)
                                          {"decider-rules", required_argument, 0, O_ARULES},
                                          {"json", no_argument, 0, O_JSON},
                                          {"quiet", no_argument, 0, O_QUIET},
+                                         {"setting", required_argument, 0, O_SETTING},
                                          {"help", no_argument, 0, O_HELP},
                                          {0, 0, 0, 0}};
     const char *scenario = NULL, *dir = mc_default_scenario_dir(), *approval = "auto";
     const char *decisions = NULL, *trace = NULL, *drules = NULL, *arules = NULL;
     uint64_t seed = 42, ticks = 600, start_ms = 0, nodes = 0, services = 0;
     bool force = false, json = false, quiet = false, have_start = false;
-    const char *overrides[64];
-    size_t n_over = 0;
+    const char *overrides[64], *settings[MC_SETTING_COUNT * 4];
+    size_t n_over = 0, n_set = 0;
     optind = 0;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -173,6 +178,13 @@ int mc_cmd_sim(int argc, char **argv)
                 return MC_EXIT_USAGE;
             }
             overrides[n_over++] = optarg;
+            break;
+        case O_SETTING:
+            if (n_set == sizeof settings / sizeof settings[0]) {
+                fprintf(stderr, "microcloud sim: too many --setting flags\n");
+                return MC_EXIT_USAGE;
+            }
+            settings[n_set++] = optarg;
             break;
         case O_DRULES: drules = optarg; break;
         case O_ARULES: arules = optarg; break;
@@ -221,7 +233,17 @@ int mc_cmd_sim(int argc, char **argv)
     for (size_t i = 0; i < n_over; i++)
         if (mc_setup_override(&setup, overrides[i], &err) != MC_OK)
             goto fail;
+    for (size_t i = 0; i < n_set; i++)
+        if (mc_setup_setting(&setup, settings[i], &err) != MC_OK) {
+            err.status = MC_ERR_INVALID; /* a usage error */
+            goto fail;
+        }
     mc_setup_digests(&setup);
+    char set_str[MC_SETTING_COUNT][MC_SETUP_SETTING_MAX];
+    char *set_ptr[MC_SETTING_COUNT];
+    size_t n_set_str = mc_setup_settings_format(&setup, set_str);
+    for (size_t i = 0; i < n_set_str; i++)
+        set_ptr[i] = set_str[i];
     if (decisions) {
         char *buf = NULL;
         size_t len = 0;
@@ -275,6 +297,10 @@ int mc_cmd_sim(int argc, char **argv)
         mc_shell_append(repro, sizeof repro, "--services");
         mc_shell_append(repro, sizeof repro, num);
     }
+    for (size_t i = 0; i < n_set_str; i++) {
+        mc_shell_append(repro, sizeof repro, "--setting");
+        mc_shell_append(repro, sizeof repro, set_str[i]);
+    }
     if (decisions) {
         mc_shell_append(repro, sizeof repro, "--decisions");
         mc_shell_append(repro, sizeof repro, decisions);
@@ -311,6 +337,8 @@ int mc_cmd_sim(int argc, char **argv)
         h.run_id = (char *)mc_engine_run_id(&loop.engine);
         h.mode = "lockstep";
         h.approval_mode = (char *)mc_approval_mode_name(setup.approval_mode);
+        h.n_settings = n_set_str;
+        h.settings = set_ptr;
         mc_trace_writer_opts wo = {0};
         wo.overwrite = force;
         const char *key = getenv("TRACE_SIGNING_KEY");

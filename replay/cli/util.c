@@ -121,6 +121,10 @@ void mc_sim_command(const Trace__V1__TraceHeader *h, uint64_t ticks, char *buf, 
         mc_shell_append(buf, cap, "--services");
         mc_shell_append(buf, cap, num);
     }
+    for (size_t i = 0; i < h->n_settings; i++) {
+        mc_shell_append(buf, cap, "--setting");
+        mc_shell_append(buf, cap, h->settings[i] ? h->settings[i] : "");
+    }
     snprintf(num, sizeof num, "%lld", (long long)h->start_time_unix_ms);
     mc_shell_append(buf, cap, "--start-time");
     mc_shell_append(buf, cap, num);

@@ -17,25 +17,35 @@ void mc_loop_engine_config(const mc_run_setup *s, mc_engine_config *cfg)
     cfg->seed = s->seed;
     cfg->node_count = s->node_count;
     cfg->service_count = s->service_count;
+    cfg->chunk_max_samples = (uint32_t)mc_setup_setting_get(s, MC_SETTING_CHUNK_SAMPLES);
 }
 
 void mc_loop_detector_config(const mc_run_setup *s, mc_detector_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->tick_duration_ms = s->sc.tick_ms;
+    cfg->run_id = s->run_id;
+    cfg->tick_duration_ms = (uint32_t)mc_setup_setting_get(s, MC_SETTING_TICK_DURATION_MS);
+    cfg->max_targets = (uint32_t)mc_setup_setting_get(s, MC_SETTING_DETECTOR_MAX_TARGETS);
     cfg->rules = &s->det_rules;
 }
 
 void mc_loop_decider_config(const mc_run_setup *s, mc_decider_config *cfg)
 {
     mc_decider_config_default(cfg);
+    cfg->run_id = s->run_id;
     cfg->rules = &s->dec_rules;
+    cfg->max_in_flight = (uint32_t)mc_setup_setting_get(s, MC_SETTING_AGENT_MAX_IN_FLIGHT);
+    cfg->target_cooldown_ticks =
+        (uint32_t)mc_setup_setting_get(s, MC_SETTING_AGENT_TARGET_COOLDOWN);
+    cfg->action_expiry_ticks = (uint32_t)mc_setup_setting_get(s, MC_SETTING_AGENT_ACTION_EXPIRY);
 }
 
 void mc_loop_approval_config(const mc_run_setup *s, mc_approval_config *cfg)
 {
     mc_approval_config_default(cfg);
+    cfg->run_id = s->run_id;
     cfg->mode = s->approval_mode;
+    cfg->expiry_ticks = mc_setup_setting_get(s, MC_SETTING_ACTION_EXPIRY);
 }
 
 mc_status mc_loop_init(mc_loop *l, const mc_run_setup *s, mc_script *script, mc_error *err)
@@ -55,6 +65,10 @@ mc_status mc_loop_init(mc_loop *l, const mc_run_setup *s, mc_script *script, mc_
         goto fail;
     }
     l->engine_ok = 1;
+    /* Every core knows the run from the start, as the live services do
+     * (the orchestrator stamps its first watermarks with the run id before
+     * any incident or action reaches it). */
+    dc.run_id = ac.run_id = oc.run_id = mc_engine_run_id(&l->engine);
     if ((st = mc_detector_init(&l->detector, &dc, err)) != MC_OK) {
         mc_error_wrap(err, "detector");
         goto fail;

@@ -66,7 +66,9 @@ typedef struct mc_loop {
     int engine_ok, detector_ok, decider_ok, approval_ok;
 } mc_loop;
 
-/* The cores' configurations for a setup; the re-drive uses the same. */
+/* The cores' configurations for a setup (its settings and run id); the
+ * re-drive uses the same. mc_loop_init configures every core with the
+ * engine's run id, so they stamp it from tick 1 on like the services. */
 void mc_loop_engine_config(const mc_run_setup *s, mc_engine_config *cfg);
 void mc_loop_detector_config(const mc_run_setup *s, mc_detector_config *cfg);
 void mc_loop_decider_config(const mc_run_setup *s, mc_decider_config *cfg);

@@ -7,12 +7,15 @@
 
 #include "approval/approval.h"
 #include "common/v1/enums.pb-c.h"
+#include "core/ids.h"
 #include "core/outbox.h"
 #include "decider/decider.h"
 #include "detector/detector.h"
 #include "engine/core/engine.h"
 #include "harness/loop.h"
 #include "harness/subjects.h"
+#include "trace/format.h"
+#include "trace/v1/trace.pb-c.h"
 
 #define OUTBOX_MAX (1u << 20)
 
@@ -196,6 +199,22 @@ static void count_input(rd *x, mc_status st)
         x->r->input_errors++;
 }
 
+/* The tick's recorded engine inputs (sim.inputs, stage 5, after every
+ * stage of the tick), in producer_seq order: they reach the core after the
+ * tick's commands and before the next step, as they did live. */
+static void feed_engine_inputs(rd *x, const tickbuf *tb)
+{
+    mc_error e = {0};
+    for (size_t i = 0; i < tb->n; i++) {
+        const trec *t = &tb->recs[i];
+        if (!t->msg || strcmp(t->subject, MC_SUBJECT_ENGINE_INPUTS) != 0)
+            continue;
+        const Trace__V1__EngineInput *in = (const Trace__V1__EngineInput *)t->msg;
+        if (in->inject_fault)
+            count_input(x, mc_engine_inject_fault(&x->engine, in->inject_fault, NULL, &e));
+    }
+}
+
 /* Feeds the tick to one component; returns true on a divergence. */
 static int drive_stage(rd *x, const tickbuf *tb, uint32_t stage, mc_status *fatal, mc_error *err)
 {
@@ -203,7 +222,10 @@ static int drive_stage(rd *x, const tickbuf *tb, uint32_t stage, mc_status *fata
     mc_outbox_clear(&x->out);
     *fatal = MC_OK;
     bool div = false;
-    if (stage == 1) {
+    if (stage == 1 && tb->tick == 0) {
+        /* Inputs that came before the first step (sim.inputs of tick 0). */
+        feed_engine_inputs(x, tb);
+    } else if (stage == 1) {
         if (mc_engine_tick(&x->engine) + 1 != tb->tick) {
             mc_divergence *d = &x->cur;
             memset(d, 0, sizeof *d);
@@ -223,6 +245,8 @@ static int drive_stage(rd *x, const tickbuf *tb, uint32_t stage, mc_status *fata
                 count_input(x, mc_engine_apply_command(&x->engine,
                                                        (Ops__V1__ApplyActionCommand *)t->msg, &e));
         }
+        if (!div)
+            feed_engine_inputs(x, tb);
     } else if (stage == 2) {
         for (size_t i = 0; i < tb->n && *fatal == MC_OK; i++) {
             const trec *t = &tb->recs[i];
@@ -514,6 +538,22 @@ mc_status mc_redrive_file(const char *path, const mc_redrive_options *o, mc_redr
         set_problem(r, "incompatible header: approval mode: %s", rerr.msg);
         goto done;
     }
+    for (size_t i = 0; i < h->n_settings; i++) {
+        if (mc_setup_setting(s, h->settings[i] ? h->settings[i] : "", &rerr) != MC_OK) {
+            set_problem(r, "incompatible header: %s", rerr.msg);
+            goto done;
+        }
+    }
+    /* Every core is configured with the recorded run id, as the live
+     * services stamp it from their first message on; a header without one
+     * gets the id the engine derives for the run's first reset. */
+    if (h->run_id && h->run_id[0]) {
+        snprintf(s->run_id, sizeof s->run_id, "%s", h->run_id);
+    } else {
+        char rid[21];
+        mc_id_run(rid, name, h->seed, 0);
+        snprintf(s->run_id, sizeof s->run_id, "%s", rid);
+    }
     if (h->mode && h->mode[0] && strcmp(h->mode, "lockstep") != 0 && (x.comps & MC_COMP_ENGINE)) {
         set_problem(r,
                     "incompatible: the run was recorded in %s mode; only lockstep runs re-drive "
@@ -572,7 +612,10 @@ mc_status mc_redrive_file(const char *path, const mc_redrive_options *o, mc_redr
             tb.have_cp = true;
             for (size_t i = 0; i < cp->n_digests; i++) {
                 const Trace__V1__ComponentDigest *cd = cp->digests[i];
-                if (cd->stage >= 1 && cd->stage <= 4 && cd->digest.len == 32) {
+                /* An all-zero digest is "not recorded" (FORMAT.md): a
+                 * live trace knows only the engine's. */
+                if (cd->stage >= 1 && cd->stage <= 4 &&
+                    mc_trace_digest_present(cd->digest.data, cd->digest.len)) {
                     tb.cp_has[cd->stage] = true;
                     memcpy(tb.cp[cd->stage], cd->digest.data, 32);
                 }

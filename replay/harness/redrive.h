@@ -3,8 +3,9 @@
  *
  * Per component, tick by tick, in the trace's canonical order:
  *   engine        re-built from the header's seed and scenario spec; steps
- *                 each tick; the recorded ops.commands of tick N are applied
- *                 after step N (so at N+1, as in lockstep).
+ *                 each tick; the recorded ops.commands of tick N, then the
+ *                 recorded inputs of tick N (sim.inputs: injected faults),
+ *                 are applied after step N (so at N+1, as in lockstep).
  *   detector      the recorded sim.metrics; tick end at each recorded
  *                 sim.watermark.
  *   agent         sim.events, ops.incidents and ops.decisions; tick end at
@@ -13,9 +14,12 @@
  *                 ops.watermark.agent; the recorded HUMAN decisions are
  *                 inputs too (mc_approval_replay_decision whenever the next
  *                 one is due, approval.h "Replay").
- * What a component emits is compared with its recorded records of the tick,
- * byte for byte (subject, tick, producer sequence, payload), and its digest
- * with the tick's checkpoint. A digest that differs is remembered and the
+ * Every core is configured with the header's run id and settings (as the
+ * live services know their run from its first message on). What a
+ * component emits is compared with its recorded records of the tick, byte
+ * for byte (subject, tick, producer sequence, payload), and its digest with
+ * the tick's checkpoint when the checkpoint has one (absent or all zero: not
+ * recorded, as the other cores' in a live trace; FORMAT.md). A digest that differs is remembered and the
  * re-drive goes on to the first message that differs, which stops it; the
  * rest of the file is still read so that damage anywhere is reported (and
  * wins: a damaged trace proves nothing). */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/digest.h"
+#include "engine/core/engine.h"
 
 void mc_setup_init(mc_run_setup *s)
 {
@@ -91,15 +92,99 @@ mc_status mc_setup_load_scenario(mc_run_setup *s, const char *dir, const char *n
     mc_scenario_free(&s->sc);
     st = mc_scenario_parse(buf, len, base ? base + 1 : path, &s->sc, err);
     if (st == MC_OK) {
-        mc_digest d;
-        mc_digest_init(&d, "microcloud/scenario-file/v1");
-        mc_digest_bytes(&d, buf, len);
-        mc_digest_final(&d, s->scenario_file_digest);
+        mc_setup_scenario_digest(buf, len, s->scenario_file_digest);
         snprintf(s->scenario_name, sizeof s->scenario_name, "%s", s->sc.name);
         snprintf(s->scenario_arg, sizeof s->scenario_arg, "%s", name_or_path);
     }
     free(buf);
     return st;
+}
+
+void mc_setup_scenario_digest(const void *bytes, size_t len, uint8_t out[32])
+{
+    mc_digest d;
+    mc_digest_init(&d, "microcloud/scenario-file/v1");
+    mc_digest_bytes(&d, bytes, len);
+    mc_digest_final(&d, out);
+}
+
+/* The settings: names, defaults and ranges as the services declare them
+ * (sim-engine, signal-service, agent-service, orchestrator --help). */
+static const struct {
+    const char *name;
+    uint64_t def; /* MC_SETTING_TICK_DURATION_MS: the scenario's */
+    uint64_t min, max;
+} k_settings[MC_SETTING_COUNT] = {
+    [MC_SETTING_CHUNK_SAMPLES] = {"METRICS_CHUNK_SAMPLES", MC_ENGINE_DEFAULT_CHUNK_SAMPLES, 1,
+                                  100000},
+    [MC_SETTING_TICK_DURATION_MS] = {"TICK_DURATION_MS", 1000, 1, 3600000},
+    [MC_SETTING_DETECTOR_MAX_TARGETS] = {"DETECTOR_MAX_TARGETS", 20000, 1, 1000000},
+    [MC_SETTING_AGENT_MAX_IN_FLIGHT] = {"AGENT_MAX_IN_FLIGHT", 5, 1, 100000},
+    [MC_SETTING_AGENT_TARGET_COOLDOWN] = {"AGENT_TARGET_COOLDOWN_TICKS", 5, 0, 1000000},
+    [MC_SETTING_AGENT_ACTION_EXPIRY] = {"AGENT_ACTION_EXPIRY_TICKS", 30, 0, 1000000},
+    [MC_SETTING_ACTION_EXPIRY] = {"ACTION_EXPIRY_TICKS", MC_APPROVAL_DEFAULT_EXPIRY_TICKS, 0,
+                                  1000000000000ull},
+};
+
+const char *mc_setup_setting_name(size_t i)
+{
+    return i < MC_SETTING_COUNT ? k_settings[i].name : NULL;
+}
+
+mc_status mc_setup_setting(mc_run_setup *s, const char *kv, mc_error *err)
+{
+    const char *eq = strchr(kv, '=');
+    size_t nlen = eq ? (size_t)(eq - kv) : 0;
+    for (size_t i = 0; eq && i < MC_SETTING_COUNT; i++) {
+        if (strlen(k_settings[i].name) != nlen || strncmp(k_settings[i].name, kv, nlen) != 0)
+            continue;
+        const char *v = eq + 1;
+        char *end = NULL;
+        errno = 0;
+        unsigned long long x = (*v >= '0' && *v <= '9') ? strtoull(v, &end, 10) : 0;
+        if (end == NULL || end == v || *end != '\0' || errno != 0 || x < k_settings[i].min ||
+            x > k_settings[i].max)
+            return mc_error_set(err, MC_ERR_INVALID,
+                                "setting %s: \"%s\" is not a whole number in %llu..%llu",
+                                k_settings[i].name, v, (unsigned long long)k_settings[i].min,
+                                (unsigned long long)k_settings[i].max);
+        s->setting_value[i] = x;
+        s->setting_set[i] = true;
+        return MC_OK;
+    }
+    return mc_error_set(err, eq ? MC_ERR_NOT_FOUND : MC_ERR_INVALID,
+                        "setting \"%s\": expected NAME=VALUE with NAME one of METRICS_CHUNK_SAMPLES, "
+                        "TICK_DURATION_MS, DETECTOR_MAX_TARGETS, AGENT_MAX_IN_FLIGHT, "
+                        "AGENT_TARGET_COOLDOWN_TICKS, AGENT_ACTION_EXPIRY_TICKS, "
+                        "ACTION_EXPIRY_TICKS",
+                        kv);
+}
+
+static uint64_t setting_default(const mc_run_setup *s, size_t i)
+{
+    if (i == MC_SETTING_TICK_DURATION_MS && s->sc.tick_ms != 0)
+        return s->sc.tick_ms;
+    return k_settings[i].def;
+}
+
+uint64_t mc_setup_setting_get(const mc_run_setup *s, size_t i)
+{
+    if (i >= MC_SETTING_COUNT)
+        return 0;
+    return s->setting_set[i] ? s->setting_value[i] : setting_default(s, i);
+}
+
+size_t mc_setup_settings_format(const mc_run_setup *s,
+                                char out[MC_SETTING_COUNT][MC_SETUP_SETTING_MAX])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < MC_SETTING_COUNT; i++) {
+        if (!s->setting_set[i] || s->setting_value[i] == setting_default(s, i))
+            continue;
+        snprintf(out[n++], MC_SETUP_SETTING_MAX, "%s=%llu", k_settings[i].name,
+                 (unsigned long long)s->setting_value[i]);
+    }
+    return n;
 }
 
 static mc_status load_rules_file(const char *path, char **buf, size_t *len, mc_error *err)
@@ -250,8 +335,16 @@ void mc_setup_digests(mc_run_setup *s)
     mc_digest_u32(&d, s->service_count);
     mc_digest_final(&d, s->topology_digest);
 
-    mc_digest_init(&d, "microcloud/config/v1");
+    /* v2: the core settings joined the digest (v1 had none). */
+    mc_digest_init(&d, "microcloud/config/v2");
     mc_digest_u32(&d, (uint32_t)s->approval_mode);
+    {
+        char set[MC_SETTING_COUNT][MC_SETUP_SETTING_MAX];
+        size_t n = mc_setup_settings_format(s, set);
+        mc_digest_u64(&d, n);
+        for (size_t i = 0; i < n; i++)
+            mc_digest_str(&d, set[i]);
+    }
     mc_digest_u64(&d, s->det_rules.count);
     for (size_t i = 0; i < s->det_rules.count; i++) {
         const mc_detector_rule *r = &s->det_rules.rules[i];

@@ -11,6 +11,7 @@
 #ifndef MC_HARNESS_SETUP_H
 #define MC_HARNESS_SETUP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,37 @@
 
 #define MC_SETUP_SPEC_MAX  160
 #define MC_SETUP_FLAGS_MAX 1024
+#define MC_SETUP_RUN_ID_MAX 64
+#define MC_SETUP_SETTING_MAX 96 /* one "NAME=VALUE", with the NUL */
+
+/* Core settings: the knobs the live services read from their environment
+ * that change what a core emits, under the services' variable names. A run
+ * that sets none of them runs with the defaults below, which are the
+ * services' defaults too; a setting at its default is the same as unset.
+ *
+ *   METRICS_CHUNK_SAMPLES        engine: samples per sim.metrics (2000)
+ *   TICK_DURATION_MS             detector: simulated tick length for rule
+ *                                windows (the scenario's tick_ms; the
+ *                                signal-service assumes 1000 when unset)
+ *   DETECTOR_MAX_TARGETS         detector: targets tracked (20000)
+ *   AGENT_MAX_IN_FLIGHT          decider: unfinished actions (5)
+ *   AGENT_TARGET_COOLDOWN_TICKS  decider: ticks between actions on a target (5)
+ *   AGENT_ACTION_EXPIRY_TICKS    decider: expiry of its proposals (30)
+ *   ACTION_EXPIRY_TICKS          orchestrator: expiry of pending actions (30)
+ *
+ * The sim-engine records the ones that differ from the default in the trace
+ * header (settings), `microcloud sim --setting NAME=VALUE` sets them, and the
+ * re-drive applies the header's. */
+enum {
+    MC_SETTING_CHUNK_SAMPLES,
+    MC_SETTING_TICK_DURATION_MS,
+    MC_SETTING_DETECTOR_MAX_TARGETS,
+    MC_SETTING_AGENT_MAX_IN_FLIGHT,
+    MC_SETTING_AGENT_TARGET_COOLDOWN,
+    MC_SETTING_AGENT_ACTION_EXPIRY,
+    MC_SETTING_ACTION_EXPIRY,
+    MC_SETTING_COUNT
+};
 
 typedef struct mc_run_setup {
     mc_scenario sc; /* parsed; owned */
@@ -36,6 +68,14 @@ typedef struct mc_run_setup {
     /* The rule flags given (--override ..., --detector-rules ...), as they
      * would be typed again, for the reproduce command. */
     char flags[MC_SETUP_FLAGS_MAX];
+    /* Core settings (above): value[i] counts only when set[i]. */
+    uint64_t setting_value[MC_SETTING_COUNT];
+    bool setting_set[MC_SETTING_COUNT];
+    /* The run id every core is configured with ("": each adopts it from
+     * its first input). The closed loop takes the engine's, the re-drive
+     * the header's, so the cores stamp the run id from tick 1 on as the
+     * live services do. */
+    char run_id[MC_SETUP_RUN_ID_MAX];
     uint8_t scenario_file_digest[32]; /* the scenario file's bytes */
     uint8_t topology_digest[32];      /* scenario file digest and knobs */
     uint8_t config_digest[32];        /* rules, approval mode, core configs */
@@ -61,8 +101,27 @@ mc_status mc_setup_rules_files(mc_run_setup *s, const char *detector_path, const
  * min_open_ticks, escalate_after_ticks, action). */
 mc_status mc_setup_override(mc_run_setup *s, const char *kv, mc_error *err);
 
+/* The digest of a scenario file's bytes, as mc_setup_load_scenario keeps
+ * it in scenario_file_digest (for a shell that read the file itself). */
+void mc_setup_scenario_digest(const void *bytes, size_t len, uint8_t out[32]);
+
+/* The setting names, in their fixed order (MC_SETTING_*); NULL past the
+ * end. */
+const char *mc_setup_setting_name(size_t i);
+/* Sets one core setting from "NAME=VALUE" (a whole number within the
+ * service's range). MC_ERR_NOT_FOUND for an unknown name, MC_ERR_INVALID for
+ * a bad value. */
+mc_status mc_setup_setting(mc_run_setup *s, const char *kv, mc_error *err);
+/* The effective value of a setting: the one set, else its default (the
+ * tick duration's default is the scenario's tick_ms, so load it first). */
+uint64_t mc_setup_setting_get(const mc_run_setup *s, size_t i);
+/* The settings that differ from their defaults as "NAME=VALUE" strings, in
+ * the fixed order; returns how many (at most MC_SETTING_COUNT). */
+size_t mc_setup_settings_format(const mc_run_setup *s,
+                                char out[MC_SETTING_COUNT][MC_SETUP_SETTING_MAX]);
+
 /* Computes topology_digest and config_digest; call after the scenario, the
- * knobs, the rules and the mode are set. */
+ * knobs, the rules, the mode and the settings are set. */
 void mc_setup_digests(mc_run_setup *s);
 
 /* The header's scenario field: the name, then ";nodes=N" and

@@ -7,6 +7,8 @@
 #include "ops/v1/incidents.pb-c.h"
 #include "sim/v1/events.pb-c.h"
 #include "sim/v1/metrics.pb-c.h"
+#include "trace/format.h"
+#include "trace/v1/trace.pb-c.h"
 
 static const mc_subject_info subjects[] = {
     {"sim.metrics", COMMON__V1__STAGE__STAGE_ENGINE, "sim-engine",
@@ -28,6 +30,8 @@ static const mc_subject_info subjects[] = {
      &ops__v1__apply_action_command__descriptor},
     {"ops.watermark.orchestrator", COMMON__V1__STAGE__STAGE_ORCHESTRATOR, "orchestrator",
      &ops__v1__watermark__descriptor},
+    {MC_SUBJECT_ENGINE_INPUTS, MC_TRACE_STAGE_INPUTS, MC_PRODUCER_ENGINE_INPUTS,
+     &trace__v1__engine_input__descriptor},
 };
 
 const mc_subject_info *mc_subject_lookup(const char *subject)
@@ -47,6 +51,7 @@ const char *mc_stage_name(uint32_t stage)
     case COMMON__V1__STAGE__STAGE_DETECTOR: return "detector";
     case COMMON__V1__STAGE__STAGE_AGENT: return "agent";
     case COMMON__V1__STAGE__STAGE_ORCHESTRATOR: return "orchestrator";
+    case MC_TRACE_STAGE_INPUTS: return "inputs";
     default: return "unknown";
     }
 }

@@ -19,6 +19,11 @@ enum {
     MC_COMP_ALL = 0xFu
 };
 
+/* The engine's recorded inputs (trace.v1.EngineInput, stage
+ * MC_TRACE_STAGE_INPUTS): written by the sim-engine, never published. */
+#define MC_SUBJECT_ENGINE_INPUTS "sim.inputs"
+#define MC_PRODUCER_ENGINE_INPUTS "sim-engine-inputs"
+
 typedef struct mc_subject_info {
     const char *subject;
     uint32_t stage; /* common.v1.Stage of the producer */
@@ -29,8 +34,8 @@ typedef struct mc_subject_info {
 /* The entry for subject, or NULL for a subject no core publishes. */
 const mc_subject_info *mc_subject_lookup(const char *subject);
 
-/* "engine", "detector", "agent", "orchestrator"; "stage-<n>" is not
- * returned: unknown stages give "unknown". Never NULL. */
+/* "engine", "detector", "agent", "orchestrator", "inputs" (stage 5);
+ * unknown stages give "unknown". Never NULL. */
 const char *mc_stage_name(uint32_t stage);
 /* The component bit of a stage (1..4), 0 otherwise. */
 unsigned mc_stage_component(uint32_t stage);
