@@ -20,6 +20,8 @@
 #define SYSTEM_SCENARIO_DIR "/usr/share/microcloud/scenarios"
 
 static const char *const k_modes[] = {"lockstep", "realtime", NULL};
+/* The orchestrator's spelling and default (gateway/orchestrator). */
+static const char *const k_approval_modes[] = {"manual", "auto", "auto-low-risk", NULL};
 
 typedef struct env_config {
     mc_nats_config nats;
@@ -39,7 +41,15 @@ typedef struct env_config {
     bool autostart;
     const char *stream_prefix;
     const char *subject_prefix;
+    uint64_t stop_after_ticks;
+    int approval_mode;
+    const char *rules_file;
+    const char *decision_rules_file;
+    /* The other services' core settings (harness/setup.h), as given. */
+    const char *settings[MC_SETTING_COUNT];
 } env_config;
+
+#define HEADER_ONLY "; read only to describe the run in the trace header (the "
 
 static const mc_config_var k_vars[] = {
     MC_CONFIG_VARS_NATS(env_config, nats),
@@ -84,6 +94,32 @@ static const mc_config_var k_vars[] = {
     {"BUS_SUBJECT_PREFIX", MC_CFG_STRING, NULL,
      "Prefix of every subject, e.g. \"t1.\" (test isolation)",
      offsetof(env_config, subject_prefix)},
+    {"STOP_AFTER_TICKS", MC_CFG_UINT, "0",
+     "Pause each run once it completed this tick (0: never); Play goes on from there",
+     offsetof(env_config, stop_after_ticks)},
+    /* The trace header describes the whole run, so the engine reads the
+     * settings of the other services that change what their cores emit
+     * (scripts/stack.sh gives every service the same environment). */
+    {"APPROVAL_MODE", MC_CFG_ENUM, "manual",
+     "The orchestrator's approval mode" HEADER_ONLY "orchestrator's)",
+     offsetof(env_config, approval_mode), .choices = k_approval_modes},
+    {"RULES_FILE", MC_CFG_STRING, NULL,
+     "The detection rules file" HEADER_ONLY "signal-service's)", offsetof(env_config, rules_file)},
+    {"DECISION_RULES_FILE", MC_CFG_STRING, NULL,
+     "The decision rules file" HEADER_ONLY "agent-service's)",
+     offsetof(env_config, decision_rules_file)},
+    {"TICK_DURATION_MS", MC_CFG_STRING, NULL, "Unset: 1000" HEADER_ONLY "signal-service's)",
+     offsetof(env_config, settings[MC_SETTING_TICK_DURATION_MS])},
+    {"DETECTOR_MAX_TARGETS", MC_CFG_STRING, NULL, "Unset: 20000" HEADER_ONLY "signal-service's)",
+     offsetof(env_config, settings[MC_SETTING_DETECTOR_MAX_TARGETS])},
+    {"AGENT_MAX_IN_FLIGHT", MC_CFG_STRING, NULL, "Unset: 5" HEADER_ONLY "agent-service's)",
+     offsetof(env_config, settings[MC_SETTING_AGENT_MAX_IN_FLIGHT])},
+    {"AGENT_TARGET_COOLDOWN_TICKS", MC_CFG_STRING, NULL, "Unset: 5" HEADER_ONLY "agent-service's)",
+     offsetof(env_config, settings[MC_SETTING_AGENT_TARGET_COOLDOWN])},
+    {"AGENT_ACTION_EXPIRY_TICKS", MC_CFG_STRING, NULL, "Unset: 30" HEADER_ONLY "agent-service's)",
+     offsetof(env_config, settings[MC_SETTING_AGENT_ACTION_EXPIRY])},
+    {"ACTION_EXPIRY_TICKS", MC_CFG_STRING, NULL, "Unset: 30" HEADER_ONLY "orchestrator's)",
+     offsetof(env_config, settings[MC_SETTING_ACTION_EXPIRY])},
 };
 
 static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
@@ -155,6 +191,33 @@ int main(int argc, char **argv)
     cfg.autostart = ec.autostart;
     cfg.stream_prefix = ec.stream_prefix;
     cfg.subject_prefix = ec.subject_prefix;
+    cfg.stop_after_ticks = ec.stop_after_ticks;
+
+    /* The rest of the run, for the trace header, with the harness's own
+     * parsers (a value another service would refuse stops this one too). */
+    static mc_run_setup setup; /* large (rule tables): not on the stack */
+    mc_error serr;
+    mc_error_clear(&serr);
+    mc_setup_init(&setup);
+    if (mc_approval_mode_parse(k_approval_modes[ec.approval_mode], &setup.approval_mode, &serr) !=
+        MC_OK)
+        die("configuration error: APPROVAL_MODE: %s", serr.msg);
+    if (mc_setup_rules_files(&setup, ec.rules_file, ec.decision_rules_file, &serr) != MC_OK)
+        die("configuration error: RULES_FILE/DECISION_RULES_FILE: %s", serr.msg);
+    for (size_t i = 0; i < MC_SETTING_COUNT; i++) {
+        const char *v = ec.settings[i];
+        /* The signal-service's tick length when unset, which may differ from
+         * the scenario's (the header says so then). */
+        if (i == MC_SETTING_TICK_DURATION_MS && (v == NULL || v[0] == '\0'))
+            v = "1000";
+        if (v == NULL || v[0] == '\0')
+            continue;
+        char kv[MC_SETUP_SETTING_MAX];
+        snprintf(kv, sizeof kv, "%s=%s", mc_setup_setting_name(i), v);
+        if (mc_setup_setting(&setup, kv, &serr) != MC_OK)
+            die("configuration error: %s", serr.msg);
+    }
+    cfg.setup = &setup;
 
     mc_scenario sc;
     mc_error err;

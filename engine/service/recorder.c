@@ -24,8 +24,10 @@ struct mc_simrec {
     mc_trace_writer *w;
     mc_trace_reorder *ro;
     char path[4096];
-    uint64_t released;    /* last released tick, 0 before any */
-    uint64_t engine_tick; /* last tick the engine stepped */
+    uint64_t released;     /* last released tick, 0 before any */
+    uint64_t checkpointed; /* last tick with its checkpoint written */
+    uint64_t engine_tick;  /* last tick the engine stepped */
+    bool defer;            /* checkpoints wait for mc_simrec_checkpoint */
     digest_slot ring[DIGEST_RING];
     mc_simrec_stats stats;
 };
@@ -63,6 +65,7 @@ mc_status mc_simrec_open(const mc_simrec_run *run, mc_simrec **out, mc_error *er
     mc_simrec *r = calloc(1, sizeof *r);
     if (r == NULL)
         return mc_error_set(err, MC_ERR_NOMEM, "out of memory for the trace recorder");
+    r->defer = run->defer_checkpoints;
     st = mc_trace_reorder_new(NULL, &r->ro, err);
     if (st != MC_OK) {
         free(r);
@@ -74,6 +77,9 @@ mc_status mc_simrec_open(const mc_simrec_run *run, mc_simrec **out, mc_error *er
     h.scenario = (char *)run->scenario;
     h.run_id = (char *)run->run_id;
     h.mode = (char *)run->mode;
+    h.approval_mode = (char *)(run->approval_mode ? run->approval_mode : "");
+    h.n_settings = run->settings ? run->n_settings : 0;
+    h.settings = (char **)run->settings;
     h.topology_digest.data = (uint8_t *)run->topology_digest;
     h.topology_digest.len = MC_TRACE_HASH_BYTES;
     h.config_digest.data = (uint8_t *)run->config_digest;
@@ -165,6 +171,26 @@ static mc_status emit_record(void *ctx, const mc_trace_reorder_entry *e, mc_erro
     return st;
 }
 
+/* Writes checkpoint t: with digest when given, else the digest its step
+ * left (none when it fell out of the ring). */
+static mc_status write_checkpoint(mc_simrec *r, uint64_t t, const uint8_t *digest, mc_error *err)
+{
+    mc_trace_digest d;
+    size_t n = 0;
+    const digest_slot *slot = &r->ring[t % DIGEST_RING];
+    if (digest != NULL || slot->tick == t) {
+        d.stage = COMMON__V1__STAGE__STAGE_ENGINE;
+        memcpy(d.digest, digest != NULL ? digest : slot->digest, MC_TRACE_HASH_BYTES);
+        n = 1;
+    }
+    mc_status st = mc_trace_writer_checkpoint(r->w, t, &d, n, err);
+    if (st != MC_OK)
+        return st;
+    r->stats.checkpoints++;
+    r->checkpointed = t;
+    return MC_OK;
+}
+
 mc_status mc_simrec_release(mc_simrec *r, uint64_t tick, mc_error *err)
 {
     if (tick > r->engine_tick)
@@ -173,23 +199,55 @@ mc_status mc_simrec_release(mc_simrec *r, uint64_t tick, mc_error *err)
      * precedes the next tick's (FORMAT.md, canonical order rule 3). */
     while (r->released < tick) {
         uint64_t t = r->released + 1;
-        mc_status st = mc_trace_reorder_release(r->ro, t, emit_record, r, err);
+        mc_status st;
+        /* A deferred checkpoint the shell never handed over (the engine
+         * stepped on without it) still comes before the next tick. */
+        if (r->defer && r->checkpointed < r->released &&
+            (st = write_checkpoint(r, r->released, NULL, err)) != MC_OK)
+            return st;
+        st = mc_trace_reorder_release(r->ro, t, emit_record, r, err);
         if (st != MC_OK)
             return st;
-        mc_trace_digest d;
-        size_t n = 0;
-        const digest_slot *slot = &r->ring[t % DIGEST_RING];
-        if (slot->tick == t) {
-            d.stage = COMMON__V1__STAGE__STAGE_ENGINE;
-            memcpy(d.digest, slot->digest, MC_TRACE_HASH_BYTES);
-            n = 1;
-        }
-        st = mc_trace_writer_checkpoint(r->w, t, &d, n, err);
-        if (st != MC_OK)
-            return st;
-        r->stats.checkpoints++;
         r->released = t;
+        if (!r->defer && (st = write_checkpoint(r, t, NULL, err)) != MC_OK)
+            return st;
     }
+    return MC_OK;
+}
+
+mc_status mc_simrec_checkpoint(mc_simrec *r, uint64_t tick,
+                               const uint8_t digest[MC_TRACE_HASH_BYTES], mc_error *err)
+{
+    if (tick > r->released)
+        tick = r->released;
+    while (r->checkpointed < tick) {
+        uint64_t t = r->checkpointed + 1;
+        mc_status st = write_checkpoint(r, t, t == tick ? digest : NULL, err);
+        if (st != MC_OK)
+            return st;
+    }
+    return MC_OK;
+}
+
+mc_status mc_simrec_input(mc_simrec *r, uint64_t tick, const char *subject, const char *producer,
+                          uint64_t producer_seq, const uint8_t *payload, size_t len,
+                          mc_error *err)
+{
+    if (r->released == 0 || tick > r->released)
+        return mc_simrec_add(r, tick, MC_TRACE_STAGE_INPUTS, subject, producer, producer_seq,
+                             payload, len, err);
+    if (tick == r->released && r->checkpointed < tick) {
+        /* Its tick's records are written; the input sorts after all of them
+         * (stage MC_TRACE_STAGE_INPUTS) and before the checkpoint. */
+        mc_status st = mc_trace_writer_append(r->w, tick, MC_TRACE_STAGE_INPUTS, subject, producer,
+                                              producer_seq, payload, len, err);
+        if (st == MC_OK)
+            r->stats.records++;
+        else
+            r->stats.refused++;
+        return st;
+    }
+    r->stats.late++;
     return MC_OK;
 }
 
@@ -208,6 +266,8 @@ mc_status mc_simrec_close(mc_simrec **rp, mc_trace_footer_info *info, mc_error *
     mc_error rel_err;
     mc_error_clear(&rel_err);
     mc_status st = mc_simrec_release(r, r->engine_tick, &rel_err);
+    if (st == MC_OK)
+        st = mc_simrec_checkpoint(r, r->released, NULL, &rel_err);
     mc_status cst = mc_trace_writer_close(&r->w, info, err);
     if (st != MC_OK && err != NULL)
         *err = rel_err;

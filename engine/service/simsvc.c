@@ -21,6 +21,7 @@
 #include "http/connect.h"
 #include "http/metrics.h"
 #include "http/server.h"
+#include "trace/v1/trace.pb-c.h"
 #include "log/log.h"
 #include "ops/v1/actions.pb-c.h"
 #include "recorder.h"
@@ -48,7 +49,6 @@
  * used id would be de-duplicated away by JetStream). */
 #define RUN_IDS_KEPT 64
 #define RUN_ID_MAX 32
-#define DIGEST_DOMAIN_CONFIG "sim-engine/config/v1"
 
 typedef struct held_batch {
     mc_bus_batch *b;
@@ -84,7 +84,7 @@ struct mc_simsvc {
         mc_http_counter *ticks, *publish_failures, *publish_retries, *cmd_received, *cmd_applied,
             *cmd_refused, *cmd_other_run, *deadlettered, *lockstep_waits, *lockstep_stalls,
             *trace_late, *trace_errors;
-        mc_http_gauge *tick, *running;
+        mc_http_gauge *tick, *running, *trace_tick;
         mc_http_histogram *tick_seconds, *wait_seconds;
     } m;
 
@@ -111,6 +111,11 @@ struct mc_simsvc {
     size_t n_used;
 
     mc_simrec *rec;
+    /* The run as the trace header describes it (harness/setup.h): rules,
+     * approval mode and settings from the environment, the scenario, seed
+     * and knobs of the current run. Owned. */
+    mc_run_setup *setup;
+    uint64_t input_seq; /* producer_seq of the recorded inputs, per run */
     held_batch held[HELD_MAX];
     size_t n_held;
 
@@ -224,16 +229,31 @@ mc_status mc_simsvc_scenario_load(const char *dir, const char *name, mc_scenario
 
 /* ----------------------------------------------------------- run lifecycle */
 
-static void config_digest(const mc_simsvc *s, uint8_t out[MC_DIGEST_BYTES])
+/* Fills the trace header's view of the run into s->setup with the
+ * harness's own functions (harness/setup.h), so a live trace's header says
+ * what `microcloud sim` says for the same run: the scenario spec, the
+ * topology digest (the scenario file's bytes and the size knobs) and the
+ * config digest (rules, approval mode, settings). */
+static mc_status setup_for_run(mc_simsvc *s, mc_error *err)
 {
-    mc_digest d;
-    mc_digest_init(&d, DIGEST_DOMAIN_CONFIG);
-    mc_digest_str(&d, mode_name(s->cfg.mode));
-    mc_digest_u32(&d, s->ecfg.node_count);
-    mc_digest_u32(&d, s->ecfg.service_count);
-    mc_digest_u32(&d, s->ecfg.chunk_max_samples);
-    mc_digest_u32(&d, s->ecfg.max_events_per_tick);
-    mc_digest_final(&d, out);
+    mc_run_setup *su = s->setup;
+    mc_status st = mc_setup_load_scenario(su, s->cfg.scenario_dir, mc_engine_scenario_name(&s->eng),
+                                          err);
+    if (st != MC_OK)
+        return mc_error_wrap(err, "trace header");
+    su->seed = mc_engine_seed(&s->eng);
+    su->node_count = s->ecfg.node_count;
+    su->service_count = s->ecfg.service_count;
+    snprintf(su->run_id, sizeof su->run_id, "%s", run_id(s));
+    char kv[MC_SETUP_SETTING_MAX];
+    snprintf(kv, sizeof kv, "%s=%u", mc_setup_setting_name(MC_SETTING_CHUNK_SAMPLES),
+             s->ecfg.chunk_max_samples ? s->ecfg.chunk_max_samples
+                                       : (uint32_t)MC_ENGINE_DEFAULT_CHUNK_SAMPLES);
+    st = mc_setup_setting(su, kv, err);
+    if (st != MC_OK)
+        return st;
+    mc_setup_digests(su);
+    return MC_OK;
 }
 
 static bool run_used(const mc_simsvc *s, const char *id)
@@ -246,11 +266,35 @@ static bool run_used(const mc_simsvc *s, const char *id)
 
 static void held_release_all(mc_simsvc *s);
 
+/* Lockstep: the checkpoint of the last completed tick, with the engine's
+ * digest now, once the orchestrator's commands of that tick are in the
+ * core and before the next step (recorder.h "Checkpoints"). up_to_engine
+ * first releases the engine's last tick even without its watermark (the
+ * end of a run). */
+static void trace_checkpoint_now(mc_simsvc *s, bool up_to_engine)
+{
+    if (s->rec == NULL || s->cfg.mode != MC_SIMSVC_LOCKSTEP)
+        return;
+    uint64_t tick = mc_engine_tick(&s->eng);
+    mc_error err;
+    mc_error_clear(&err);
+    uint8_t digest[MC_DIGEST_BYTES];
+    mc_engine_digest(&s->eng, digest);
+    mc_status st = up_to_engine ? mc_simrec_release(s->rec, tick, &err) : MC_OK;
+    if (st == MC_OK)
+        st = mc_simrec_checkpoint(s->rec, tick, digest, &err);
+    if (st != MC_OK) {
+        mc_http_counter_inc(s->m.trace_errors);
+        MC_LOG_ERROR("trace write failed", MC_LF_STR("error", err.msg));
+    }
+}
+
 /* Ends the current run's side state: the trace gets its footer, held OPS
  * batches are acked. */
 static void run_end(mc_simsvc *s)
 {
     if (s->rec != NULL) {
+        trace_checkpoint_now(s, true);
         mc_error err;
         mc_error_clear(&err);
         mc_trace_footer_info info;
@@ -298,6 +342,7 @@ static mc_status run_begin(mc_simsvc *s, const char *why, mc_error *err)
     s->orch_seen = s->det_seen = s->agent_seen = false;
     s->orch_wm = s->det_wm = s->agent_wm = 0;
     s->ctl_seq = 0;
+    s->input_seq = 0;
     s->due_set = false;
 
     char repro[1024];
@@ -317,18 +362,32 @@ static mc_status run_begin(mc_simsvc *s, const char *why, mc_error *err)
                 MC_LF_STR("reproduce", repro));
 
     if (s->cfg.trace_dir != NULL && s->cfg.trace_dir[0] != '\0') {
+        mc_status st = setup_for_run(s, err);
+        if (st != MC_OK)
+            return st;
+        char spec[MC_SETUP_SPEC_MAX];
+        mc_setup_spec_format(s->setup, spec);
+        char settings[MC_SETTING_COUNT][MC_SETUP_SETTING_MAX];
+        const char *set_ptr[MC_SETTING_COUNT];
+        size_t n_set = mc_setup_settings_format(s->setup, settings);
+        for (size_t i = 0; i < n_set; i++)
+            set_ptr[i] = settings[i];
         mc_simrec_run r;
         memset(&r, 0, sizeof r);
         r.dir = s->cfg.trace_dir;
         r.signing_key_path = s->cfg.trace_signing_key;
-        r.scenario = mc_engine_scenario_name(&s->eng);
+        r.scenario = spec;
         r.run_id = run_id(s);
         r.mode = mode_name(s->cfg.mode);
+        r.approval_mode = mc_approval_mode_name(s->setup->approval_mode);
+        r.settings = set_ptr;
+        r.n_settings = n_set;
+        r.defer_checkpoints = s->cfg.mode == MC_SIMSVC_LOCKSTEP;
         r.seed = mc_engine_seed(&s->eng);
-        mc_engine_digest(&s->eng, r.topology_digest);
-        config_digest(s, r.config_digest);
+        memcpy(r.topology_digest, s->setup->topology_digest, sizeof r.topology_digest);
+        memcpy(r.config_digest, s->setup->config_digest, sizeof r.config_digest);
         r.start_time_unix_ms = wall_ms();
-        mc_status st = mc_simrec_open(&r, &s->rec, err);
+        st = mc_simrec_open(&r, &s->rec, err);
         if (st != MC_OK)
             return mc_error_wrap(err, "opening the trace");
         MC_LOG_INFO("recording the run", MC_LF_STR("trace", mc_simrec_path(s->rec)),
@@ -567,6 +626,7 @@ static bool step_once(mc_simsvc *s)
     }
     mc_error err;
     mc_error_clear(&err);
+    trace_checkpoint_now(s, false);
     uint64_t t0 = now_ns();
     mc_status st = mc_engine_step(&s->eng, &s->out, &err);
     uint64_t t1 = now_ns();
@@ -609,6 +669,15 @@ static bool step_once(mc_simsvc *s)
             }
             held_release(s, mc_simrec_released(s->rec));
         }
+        mc_http_gauge_set(s->m.trace_tick, (double)mc_simrec_released(s->rec));
+    }
+    if (s->cfg.stop_after_ticks != 0 && tick == s->cfg.stop_after_ticks) {
+        s->running = false;
+        mc_http_gauge_set(s->m.running, 0);
+        MC_LOG_INFO("stopped after STOP_AFTER_TICKS; Play goes on", MC_LF_STR("run_id", run_id(s)),
+                    MC_LF_UINT("tick", tick));
+        control_event(s, SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_PAUSED,
+                      "the run stopped after tick %" PRIu64 " (STOP_AFTER_TICKS)", tick);
     }
     return true;
 }
@@ -851,6 +920,7 @@ static bool handle_ops_msg(mc_simsvc *s, mc_bus_msg *m, uint64_t *max_tick, bool
                         mc_http_counter_inc(s->m.trace_errors);
                         MC_LOG_ERROR("trace write failed", MC_LF_STR("error", err.msg));
                     }
+                    mc_http_gauge_set(s->m.trace_tick, (double)mc_simrec_released(s->rec));
                 }
             } else if (strcmp(who, "detector") == 0) {
                 if (!s->det_seen || wm->tick > s->det_wm)
@@ -1172,6 +1242,41 @@ static void on_reset(mc_http_connect_call *call, const ProtobufCMessage *reqm, v
     RESPOND_STATE(call, s, Sim__V1__ResetResponse, SIM__V1__RESET_RESPONSE__INIT);
 }
 
+/* Records an injected fault as an input of the engine core (recorder.h
+ * "Inputs"): the fault as given, stamped with the tick the engine last
+ * completed; the core schedules it for the next tick at the earliest, and
+ * the re-drive hands it over at the same point. */
+static void trace_input_fault(mc_simsvc *s, const Sim__V1__Fault *f)
+{
+    if (s->rec == NULL)
+        return;
+    uint64_t tick = mc_engine_tick(&s->eng);
+    Common__V1__Stamp stamp = COMMON__V1__STAMP__INIT;
+    stamp.run_id = (char *)run_id(s);
+    stamp.tick = tick;
+    stamp.producer = MC_SIMSVC_INPUTS_PRODUCER;
+    stamp.producer_seq = ++s->input_seq;
+    Trace__V1__EngineInput in = TRACE__V1__ENGINE_INPUT__INIT;
+    in.stamp = &stamp;
+    in.inject_fault = (Sim__V1__Fault *)f;
+    size_t len = trace__v1__engine_input__get_packed_size(&in);
+    uint8_t *buf = malloc(len ? len : 1);
+    mc_error err;
+    mc_error_clear(&err);
+    mc_status st = MC_ERR_NOMEM;
+    if (buf != NULL) {
+        trace__v1__engine_input__pack(&in, buf);
+        st = mc_simrec_input(s->rec, tick, MC_SUBJECT_ENGINE_INPUTS, MC_SIMSVC_INPUTS_PRODUCER,
+                             stamp.producer_seq, buf, len, &err);
+    }
+    free(buf);
+    if (st != MC_OK) {
+        mc_http_counter_inc(s->m.trace_errors);
+        MC_LOG_ERROR("injected fault not recorded; the trace will not re-drive the engine",
+                     MC_LF_UINT("tick", tick), MC_LF_STR("error", err.msg));
+    }
+}
+
 static void on_inject_fault(mc_http_connect_call *call, const ProtobufCMessage *reqm, void *ctx)
 {
     mc_simsvc *s = ctx;
@@ -1228,6 +1333,7 @@ static void on_inject_fault(mc_http_connect_call *call, const ProtobufCMessage *
                              "fault: %s", err.msg);
         return;
     }
+    trace_input_fault(s, f);
     MC_LOG_INFO("fault injected", MC_LF_STR("fault_id", scheduled.fault_id),
                 MC_LF_STR("type", type_name), MC_LF_STR("target_id", target),
                 MC_LF_DOUBLE("intensity", scheduled.intensity),
@@ -1397,6 +1503,10 @@ static mc_status metrics_register(mc_simsvc *s, mc_error *err)
     if (st == MC_OK)
         st = mc_http_metrics_gauge(s->reg, "microcloud_sim_running", "1 when playing, 0 when paused",
                                    NULL, 0, &s->m.running, err);
+    if (st == MC_OK)
+        st = mc_http_metrics_gauge(s->reg, "microcloud_sim_trace_tick",
+                                   "Last tick whose records are in the trace (complete in lockstep)",
+                                   NULL, 0, &s->m.trace_tick, err);
     static const double tick_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                          0.01,   0.025,   0.05,   0.1,   0.25,   1};
     if (st == MC_OK)
@@ -1431,8 +1541,23 @@ mc_status mc_simsvc_new(uv_loop_t *loop, const mc_simsvc_config *cfg, const mc_s
     s->ecfg.node_count = cfg->topology_nodes;
     s->ecfg.service_count = cfg->topology_services;
     s->ecfg.chunk_max_samples = cfg->chunk_samples;
+    s->setup = malloc(sizeof *s->setup);
+    if (s->setup == NULL) {
+        free(s);
+        return mc_error_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    if (cfg->setup != NULL) {
+        /* A plain copy: the caller's setup holds no scenario. */
+        *s->setup = *cfg->setup;
+        memset(&s->setup->sc, 0, sizeof s->setup->sc);
+    } else {
+        mc_setup_init(s->setup);
+        s->setup->approval_mode = MC_APPROVAL_MODE_MANUAL; /* the orchestrator's default */
+    }
+    s->cfg.setup = NULL;
     mc_status st = mc_engine_init(&s->eng, sc, &s->ecfg, err);
     if (st != MC_OK) {
+        free(s->setup);
         free(s);
         return st;
     }
@@ -1623,6 +1748,8 @@ void mc_simsvc_free(mc_simsvc *s)
     mc_outbox_deinit(&s->ctl);
     if (s->eng_ok)
         mc_engine_deinit(&s->eng);
+    mc_setup_deinit(s->setup);
+    free(s->setup);
     free(s);
 }
 

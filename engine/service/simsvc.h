@@ -33,9 +33,13 @@
 
 #include "config/config.h"
 #include "engine/core/scenario.h"
+#include "harness/setup.h"
+#include "harness/subjects.h"
 #include "status/status.h"
 
 #define MC_SIMSVC_CONTROL_PRODUCER "sim-engine-control"
+/* The producer of the engine's recorded inputs (InjectFault), trace only. */
+#define MC_SIMSVC_INPUTS_PRODUCER MC_PRODUCER_ENGINE_INPUTS
 #define MC_SIMSVC_MAX_SPEED 10000.0 /* ticks per second, when not "max" */
 
 typedef enum mc_simsvc_mode { MC_SIMSVC_LOCKSTEP = 0, MC_SIMSVC_REALTIME = 1 } mc_simsvc_mode;
@@ -57,6 +61,15 @@ typedef struct mc_simsvc_config {
     bool autostart;
     const char *stream_prefix;  /* BUS_STREAM_PREFIX */
     const char *subject_prefix; /* BUS_SUBJECT_PREFIX */
+    /* STOP_AFTER_TICKS: pause each run once it completed this tick (0:
+     * never); Play goes on from there. */
+    uint64_t stop_after_ticks;
+    /* What the trace header says about the rest of the system, from the
+     * environment the services share (APPROVAL_MODE, RULES_FILE,
+     * DECISION_RULES_FILE and the core settings): the rules, the approval
+     * mode and the settings are used; the scenario, seed and size knobs are
+     * filled in per run. Copied by mc_simsvc_new; NULL: the defaults. */
+    const mc_run_setup *setup;
 } mc_simsvc_config;
 
 typedef struct mc_simsvc mc_simsvc;
