@@ -50,6 +50,12 @@
 #define RUN_IDS_KEPT 64
 #define RUN_ID_MAX 32
 
+/* Commands stamped with a tick the engine has not completed yet (a human
+ * decision the orchestrator stamps with the tick it will close next): held
+ * until the engine completed that tick, as the closed loop and the re-drive
+ * apply the commands of tick N after step N. At most this many. */
+#define EARLY_COMMANDS_MAX MC_ENGINE_MAX_PENDING_COMMANDS
+
 typedef struct held_batch {
     mc_bus_batch *b;
     uint64_t max_tick;
@@ -116,6 +122,8 @@ struct mc_simsvc {
      * and knobs of the current run. Owned. */
     mc_run_setup *setup;
     uint64_t input_seq; /* producer_seq of the recorded inputs, per run */
+    Ops__V1__ApplyActionCommand *early[EARLY_COMMANDS_MAX]; /* in arrival order */
+    size_t n_early;
     held_batch held[HELD_MAX];
     size_t n_held;
 
@@ -319,6 +327,41 @@ static void run_end(mc_simsvc *s)
     held_release_all(s);
 }
 
+/* Drops the commands held for a later tick (a new run starts). */
+static void early_clear(mc_simsvc *s)
+{
+    for (size_t i = 0; i < s->n_early; i++)
+        ops__v1__apply_action_command__free_unpacked(s->early[i], NULL);
+    s->n_early = 0;
+}
+
+/* Hands the core the held commands whose tick the engine has completed, in
+ * arrival order; one the core cannot take yet (its queue is full) stays. */
+static void early_apply(mc_simsvc *s)
+{
+    uint64_t tick = mc_engine_tick(&s->eng);
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_early; i++) {
+        Ops__V1__ApplyActionCommand *cmd = s->early[i];
+        if (cmd->stamp->tick > tick) {
+            s->early[k++] = cmd;
+            continue;
+        }
+        mc_error err;
+        mc_error_clear(&err);
+        mc_status st = mc_engine_apply_command(&s->eng, cmd, &err);
+        if (st == MC_ERR_LIMIT) {
+            s->early[k++] = cmd;
+            continue;
+        }
+        if (st != MC_OK)
+            MC_LOG_WARN("held command refused by the engine", MC_LF_STR("command_id", cmd->command_id),
+                        MC_LF_STR("error", err.msg));
+        ops__v1__apply_action_command__free_unpacked(cmd, NULL);
+    }
+    s->n_early = k;
+}
+
 /* Called once the engine holds a fresh run (start, reset, scenario change):
  * makes sure the run id is new to this process, clears the lockstep marks,
  * opens the trace and logs how to reproduce the run. */
@@ -343,6 +386,7 @@ static mc_status run_begin(mc_simsvc *s, const char *why, mc_error *err)
     s->orch_wm = s->det_wm = s->agent_wm = 0;
     s->ctl_seq = 0;
     s->input_seq = 0;
+    early_clear(s);
     s->due_set = false;
 
     char repro[1024];
@@ -639,6 +683,7 @@ static bool step_once(mc_simsvc *s)
         return false;
     }
     uint64_t tick = mc_engine_tick(&s->eng);
+    early_apply(s);
     mc_http_counter_inc(s->m.ticks);
     mc_http_gauge_set(s->m.tick, (double)tick);
     mc_http_histogram_observe(s->m.tick_seconds, (double)(t1 - t0) / 1e9);
@@ -873,6 +918,38 @@ static bool handle_ops_msg(mc_simsvc *s, mc_bus_msg *m, uint64_t *max_tick, bool
                                                                              : ""),
                         MC_LF_STR("current_run_id", run_id(s)));
             ops__v1__apply_action_command__free_unpacked(cmd, NULL);
+            return true;
+        }
+        if (cmd->stamp->tick > mc_engine_tick(&s->eng)) {
+            /* Issued at a tick the engine has not completed (see
+             * EARLY_COMMANDS_MAX): the core gets it after that step. */
+            if (s->n_early == EARLY_COMMANDS_MAX) {
+                MC_LOG_WARN("too many commands for later ticks; asking for redelivery",
+                            MC_LF_STR("command_id", cmd->command_id));
+                ops__v1__apply_action_command__free_unpacked(cmd, NULL);
+                return false;
+            }
+            MC_LOG_DEBUG("command held for its tick", MC_LF_STR("command_id", cmd->command_id),
+                         MC_LF_UINT("tick", cmd->stamp->tick),
+                         MC_LF_UINT("engine_tick", mc_engine_tick(&s->eng)));
+            trace_add(s, subject, stage, cmd->stamp, m, max_tick);
+            s->early[s->n_early++] = cmd;
+            return true;
+        }
+        if (cmd->stamp->tick > mc_engine_tick(&s->eng)) {
+            /* Issued at a tick the engine has not completed (see
+             * EARLY_COMMANDS_MAX): the core gets it after that step. */
+            if (s->n_early == EARLY_COMMANDS_MAX) {
+                MC_LOG_WARN("too many commands for later ticks; asking for redelivery",
+                            MC_LF_STR("command_id", cmd->command_id));
+                ops__v1__apply_action_command__free_unpacked(cmd, NULL);
+                return false;
+            }
+            MC_LOG_DEBUG("command held for its tick", MC_LF_STR("command_id", cmd->command_id),
+                         MC_LF_UINT("tick", cmd->stamp->tick),
+                         MC_LF_UINT("engine_tick", mc_engine_tick(&s->eng)));
+            trace_add(s, subject, stage, cmd->stamp, m, max_tick);
+            s->early[s->n_early++] = cmd;
             return true;
         }
         mc_error err;
@@ -1748,6 +1825,7 @@ void mc_simsvc_free(mc_simsvc *s)
     mc_outbox_deinit(&s->ctl);
     if (s->eng_ok)
         mc_engine_deinit(&s->eng);
+    early_clear(s);
     mc_setup_deinit(s->setup);
     free(s->setup);
     free(s);
