@@ -2130,6 +2130,66 @@ static mc_status consumer_start(mc_bus_consumer *c, void *(*worker)(void *), mc_
     return MC_OK;
 }
 
+/* Makes the durable cc->Durable deliver from `start` (see bus.h): keeps an
+ * existing durable that is exactly there (cc then repeats its delivery
+ * settings, so the create below is a no-op or an in-place update), else
+ * deletes it and sets cc to create it again from the wanted sequence. */
+static mc_status pull_place_start(mc_bus *bus, const char *sname, jsConsumerConfig *cc,
+                                  uint64_t start, mc_error *err)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, bus->ctl_js, sname, cc->Durable, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || (s == NATS_OK && ci == NULL)) {
+        jsConsumerInfo_Destroy(ci);
+        if (start != MC_BUS_PULL_FROM_ACK_FLOOR && start > 1) {
+            cc->DeliverPolicy = js_DeliverByStartSequence;
+            cc->OptStartSeq = start;
+        }
+        return MC_OK;
+    }
+    if (s != NATS_OK) {
+        char what[300];
+        snprintf(what, sizeof what, "looking up durable consumer %s on stream %s", cc->Durable,
+                 sname);
+        return nats_fail(err, s, jerr, what);
+    }
+    uint64_t floor = ci->AckFloor.Stream;
+    uint64_t want = start == MC_BUS_PULL_FROM_ACK_FLOOR ? floor + 1 : start;
+    const char *have_filter = ci->Config && ci->Config->FilterSubject ? ci->Config->FilterSubject
+                                                                       : "";
+    const char *want_filter = cc->FilterSubject ? cc->FilterSubject : "";
+    /* With nothing outstanding, every matching message up to the last one
+     * delivered is acked, so the next delivery is the first matching message
+     * after the floor: exactly `want` when the floor is want - 1. */
+    bool keep = ci->NumAckPending == 0 && floor + 1 == want &&
+                strcmp(have_filter, want_filter) == 0 && ci->Config != NULL;
+    if (keep) {
+        cc->DeliverPolicy = ci->Config->DeliverPolicy;
+        cc->OptStartSeq = ci->Config->OptStartSeq;
+        cc->OptStartTime = ci->Config->OptStartTime;
+        jsConsumerInfo_Destroy(ci);
+        return MC_OK;
+    }
+    MC_LOG_INFO("durable consumer recreated to start at a stream sequence",
+                MC_LF_STR("stream", sname), MC_LF_STR("consumer", cc->Durable),
+                MC_LF_UINT("start_seq", want), MC_LF_UINT("ack_floor", floor),
+                MC_LF_UINT("delivered", ci->Delivered.Stream),
+                MC_LF_INT("ack_pending", ci->NumAckPending));
+    jsConsumerInfo_Destroy(ci);
+    jerr = 0;
+    s = js_DeleteConsumer(bus->ctl_js, sname, cc->Durable, NULL, &jerr);
+    if (s != NATS_OK && s != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr) {
+        char what[300];
+        snprintf(what, sizeof what, "deleting durable consumer %s on stream %s to restart it at %" PRIu64,
+                 cc->Durable, sname, want);
+        return nats_fail(err, s, jerr, what);
+    }
+    cc->DeliverPolicy = js_DeliverByStartSequence;
+    cc->OptStartSeq = want;
+    return MC_OK;
+}
+
 mc_status mc_bus_pull_open(mc_bus *bus, const mc_bus_pull_options *o, mc_bus_consumer **out,
                            mc_error *err)
 {
@@ -2167,14 +2227,32 @@ mc_status mc_bus_pull_open(mc_bus *bus, const mc_bus_pull_options *o, mc_bus_con
     if (c->has_filter)
         cc.FilterSubject = c->subject;
     const char *sname = bus->stream_names[o->stream];
+    if (o->start_seq != 0) {
+        st = pull_place_start(bus, sname, &cc, o->start_seq, err);
+        if (st != MC_OK) {
+            consumer_destroy(c);
+            return st;
+        }
+    }
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_AddConsumer(&ci, bus->ctl_js, sname, &cc, NULL, &jerr);
     if (s != NATS_OK && jerr != 0 && jerr != JSStreamNotFoundErr) {
-        /* It exists with other settings: update what may change. */
+        /* It exists with other settings: update what may change. Where it
+         * starts cannot change and does not matter any more (it resumes
+         * after its ack floor): keep its own start settings. */
         jsConsumerInfo_Destroy(ci);
         ci = NULL;
         jsErrCode jerr2 = 0;
+        if (js_GetConsumerInfo(&ci, bus->ctl_js, sname, c->durable, NULL, &jerr2) == NATS_OK &&
+            ci != NULL && ci->Config != NULL) {
+            cc.DeliverPolicy = ci->Config->DeliverPolicy;
+            cc.OptStartSeq = ci->Config->OptStartSeq;
+            cc.OptStartTime = ci->Config->OptStartTime;
+        }
+        jsConsumerInfo_Destroy(ci);
+        ci = NULL;
+        jerr2 = 0;
         s = js_UpdateConsumer(&ci, bus->ctl_js, sname, &cc, NULL, &jerr2);
         if (s != NATS_OK) {
             char text[400];

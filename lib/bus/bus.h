@@ -227,9 +227,13 @@ typedef struct mc_bus_pull_options {
     int64_t max_deliver;        /* deliveries before the server gives up; default unlimited */
     uint32_t max_batches_inflight; /* batches handed over and not yet freed before the
                                       worker stops fetching; default 1 */
+    uint64_t start_seq;         /* where delivery starts, see below; 0: where the durable is */
     mc_bus_batch_fn on_batch;   /* required */
     void *ctx;
 } mc_bus_pull_options;
+
+/* start_seq of a pull consumer that resumes from its own ack floor. */
+#define MC_BUS_PULL_FROM_ACK_FLOOR UINT64_MAX
 
 /* Creates the durable consumer (explicit acks, from the start of the
  * stream) or updates it in place when it exists with other settings, and
@@ -244,6 +248,21 @@ typedef struct mc_bus_pull_options {
  * success *out owns the consumer (mc_bus_consumer_close). */
 mc_status mc_bus_pull_open(mc_bus *bus, const mc_bus_pull_options *opts, mc_bus_consumer **out,
                            mc_error *err);
+
+/* Starting a durable at a given place (start_seq), for a service that keeps
+ * its own committed position or that must see messages in stream order
+ * after a restart. A durable resumes after its ack floor, but messages a
+ * previous instance fetched and never acked (a crash, a fetch in flight at
+ * a stop) come back only after ack_wait, behind newer ones.
+ *  - start_seq n >= 1: delivery starts at stream sequence n (e.g. a
+ *    position committed in a database, plus 1).
+ *  - MC_BUS_PULL_FROM_ACK_FLOOR: delivery starts right after the durable's
+ *    ack floor, so the unacked messages come again at once and in order.
+ * If the durable exists, has nothing outstanding (no message delivered and
+ * not acked) and its ack floor is n - 1 with the same filter, it is kept as
+ * it is; otherwise it is deleted and created again (DeliverByStartSequence
+ * n), which drops its record of outstanding deliveries. Only for a durable
+ * one process consumes at a time. A new durable starts at n. */
 
 /* Options of an ordered consumer: an ephemeral push consumer that delivers
  * the stream in order with no acks (nats.c resets it on a gap), for readers

@@ -16,10 +16,11 @@
  *  Messages the server redelivers while the process runs (ack wait expired)
  *  carry sequences already taken: they ride along with the current unit and
  *  are acked with it, without rows. Messages a previous instance fetched and
- *  never acked come back only when their ack wait expires, and must come
- *  back before anything newer is committed (the stored position would skip
- *  them): consuming therefore starts one CONSUMER_ACK_WAIT after start,
- *  when the server hands those redeliveries out first.
+ *  never acked must come back before anything newer is committed (the
+ *  stored position would skip them), but the server would redeliver them
+ *  only after their ack wait, behind newer ones: so at start the durable is
+ *  placed at the committed position + 1 (mc_bus_pull_options.start_seq,
+ *  recreated when it is elsewhere), which delivers them first, at once.
  *
  *  Detection ("signal-detect", all of sim.>). Snapshots go to the detector as
  *  they arrive, never waiting for the database. On the engine watermark for
@@ -115,7 +116,7 @@ static const mc_config_var sig_vars[] = {
     {"DETECTOR_MAX_TARGETS", MC_CFG_UINT, "20000", "Most services and nodes tracked",
      offsetof(sig_config, max_targets), .min = 1, .max = 1000000},
     {"CONSUMER_ACK_WAIT", MC_CFG_DURATION_MS, "10s",
-     "Unacked messages are redelivered after this; consuming starts this long after start",
+     "Unacked messages are redelivered after this (a restart does not wait for it)",
      offsetof(sig_config, ack_wait_ms)},
     {"BUS_STREAM_PREFIX", MC_CFG_STRING, NULL, "Prefix of the JetStream stream names (tests)",
      offsetof(sig_config, stream_prefix)},
@@ -661,13 +662,15 @@ static void begin_shutdown(sig *s, int code, const char *why)
     try_finish(s);
 }
 
-/* Opens the two consumers. This waits one ack wait (plus a margin) after
- * start on purpose: messages a previous instance had fetched and not acked
- * (a crash, or the fetch in flight at a graceful stop) are redelivered only
- * once their ack wait has expired, and the server then hands redeliveries
- * out before new messages. Starting earlier would commit newer sequences
- * first, and the position stored with them would make the store skip the
- * older rows when they come back: they would be lost. */
+/* Opens the two consumers, at once. Messages a previous instance had
+ * fetched and not acked (a crash, or the fetch in flight at a graceful stop)
+ * would be redelivered only once their ack wait expired, after newer ones;
+ * committing newer sequences first would make the store skip the older rows
+ * when they came back (lost), and the detector would see ticks out of order.
+ * So the ingest durable starts right after the committed position and the
+ * detection durable right after its own ack floor (both are recreated there
+ * when they are elsewhere): the held messages come first, at once. Until
+ * that existed, consuming started one CONSUMER_ACK_WAIT after start. */
 static void open_consumers(uv_timer_t *t)
 {
     sig *s = t->data;
@@ -680,6 +683,7 @@ static void open_consumers(uv_timer_t *t)
     io.filter_subject = s->sim_metrics_subject;
     io.batch_size = INGEST_FETCH;
     io.ack_wait_ms = s->cfg.ack_wait_ms;
+    io.start_seq = s->committed + 1;
     io.max_batches_inflight = INGEST_INFLIGHT;
     io.on_batch = on_ingest_batch;
     io.ctx = s;
@@ -693,6 +697,7 @@ static void open_consumers(uv_timer_t *t)
     dopt.durable = "signal-detect";
     dopt.batch_size = DETECT_FETCH;
     dopt.ack_wait_ms = s->cfg.ack_wait_ms;
+    dopt.start_seq = MC_BUS_PULL_FROM_ACK_FLOOR;
     dopt.max_batches_inflight = DETECT_HELD_MAX + 1;
     dopt.on_batch = on_detect_batch;
     dopt.ctx = s;
@@ -701,7 +706,8 @@ static void open_consumers(uv_timer_t *t)
         begin_shutdown(s, 1, "detection consumer");
         return;
     }
-    MC_LOG_INFO("consuming", MC_LF_STR("stream", s->sim_stream));
+    MC_LOG_INFO("consuming", MC_LF_STR("stream", s->sim_stream),
+                MC_LF_UINT("ingest_from_seq", s->committed + 1));
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -828,13 +834,10 @@ int main(int argc, char **argv)
     uv_timer_init(&s->loop, &s->finish_timer);
     s->finish_timer.data = s;
 
-    /* Consuming starts one ack wait after start; see open_consumers. */
+    /* The consumers open from the loop's first iteration; see open_consumers. */
     uv_timer_init(&s->loop, &s->start_timer);
     s->start_timer.data = s;
-    uv_timer_start(&s->start_timer, open_consumers, s->cfg.ack_wait_ms + 500, 0);
-    MC_LOG_INFO("consuming starts after one ack wait, once messages a previous instance held "
-                "are redeliverable",
-                MC_LF_UINT("delay_ms", s->cfg.ack_wait_ms + 500));
+    uv_timer_start(&s->start_timer, open_consumers, 0, 0);
 
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);

@@ -466,6 +466,138 @@ static void test_redelivery_after_kill(void **state)
     cleanup_bus(bus);
 }
 
+static mc_bus_consumer *open_pull_at(mc_bus *bus, const char *durable, const char *filter,
+                                     uint64_t start_seq, collector *c)
+{
+    mc_bus_pull_options po = {0};
+    po.stream = MC_BUS_STREAM_SIM;
+    po.durable = durable;
+    po.filter_subject = filter;
+    po.batch_size = 32;
+    po.fetch_wait_ms = 200;
+    po.ack_wait_ms = 30000; /* long: anything arriving early was not an ack-wait redelivery */
+    po.start_seq = start_seq;
+    po.on_batch = on_batch;
+    po.ctx = c;
+    mc_bus_consumer *cons = NULL;
+    mc_error err = {0};
+    if (mc_bus_pull_open(bus, &po, &cons, &err) != MC_OK)
+        fail_msg("mc_bus_pull_open(start_seq %llu): %s", (unsigned long long)start_seq, err.msg);
+    return cons;
+}
+
+static void publish_n(mc_bus *bus, const char *subject, int from, int to)
+{
+    mc_error err = {0};
+    for (int i = from; i < to; i++) {
+        char id[32], p[16];
+        snprintf(id, sizeof id, "sp-%s-%d", subject, i);
+        int n = snprintf(p, sizeof p, "m%d", i);
+        assert_int_equal(mc_bus_publish(bus, subject, p, (size_t)n, id, NULL, &err), MC_OK);
+    }
+}
+
+/* A durable placed at a stream sequence: new at n, kept when it is exactly
+ * there, recreated when it is ahead or behind or holds unacked messages;
+ * and resumed from its own ack floor, where the messages a "crashed"
+ * instance held come again at once (not after the 30 s ack wait) and in
+ * order. Filtered, with other subjects in between. */
+static void test_pull_start_seq(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    mc_bus *bus = open_bus(&f, NULL, NULL);
+    char metrics[128], events[128];
+    subj(&f, metrics, sizeof metrics, "sim.metrics");
+    subj(&f, events, sizeof events, "sim.events");
+    /* seq 1..10: metrics on odd sequences, events on even ones. */
+    for (int i = 0; i < 5; i++) {
+        publish_n(bus, metrics, i, i + 1);
+        publish_n(bus, events, i, i + 1);
+    }
+
+    /* New durable at 4: the first metrics message from 4 on is seq 5. */
+    collector a;
+    collector_init(&a, 50, ACK_ALL);
+    mc_bus_consumer *cons = open_pull_at(bus, "placed", metrics, 4, &a);
+    assert_int_equal(collector_wait(&a, 3, 5000), 3);
+    mc_bus_consumer_close(cons);
+    assert_int_equal(a.recs[0].seq, 5);
+    assert_int_equal(a.recs[1].seq, 7);
+    assert_int_equal(a.recs[2].seq, 9);
+
+    /* Everything acked, floor 9: placed at 10 it is kept and goes on. */
+    usleep(200000);
+    publish_n(bus, metrics, 5, 7); /* seq 11, 12 */
+    collector b;
+    collector_init(&b, 50, ACK_ALL);
+    cons = open_pull_at(bus, "placed", metrics, 10, &b);
+    assert_int_equal(collector_wait(&b, 2, 5000), 2);
+    assert_int_equal(collector_wait(&b, 3, 500), 2);
+    mc_bus_consumer_close(cons);
+    assert_int_equal(b.recs[0].seq, 11);
+    assert_int_equal(b.recs[1].seq, 12);
+    assert_int_equal(b.recs[0].delivered, 1);
+
+    /* Behind: placed at 3 it delivers 3.. again. */
+    usleep(200000);
+    collector c;
+    collector_init(&c, 50, ACK_ALL);
+    cons = open_pull_at(bus, "placed", metrics, 3, &c);
+    assert_int_equal(collector_wait(&c, 6, 5000), 6);
+    mc_bus_consumer_close(cons);
+    uint64_t want_c[] = {3, 5, 7, 9, 11, 12};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(c.recs[i].seq, want_c[i]);
+
+    /* A "crashed" instance fetches 13..15 and never acks them. */
+    usleep(200000);
+    publish_n(bus, metrics, 7, 10); /* seq 13, 14, 15 */
+    collector d;
+    collector_init(&d, 50, ACK_NONE);
+    cons = open_pull_at(bus, "placed", metrics, 0, &d);
+    assert_int_equal(collector_wait(&d, 3, 5000), 3);
+    mc_bus_consumer_close(cons);
+    assert_int_equal(d.recs[0].seq, 13);
+    publish_n(bus, metrics, 10, 11); /* seq 16, newer than the held ones */
+
+    /* From the ack floor: 13, 14, 15, 16 at once and in order. */
+    collector e;
+    collector_init(&e, 50, ACK_ALL);
+    uint64_t t0 = mono_ms();
+    cons = open_pull_at(bus, "placed", metrics, MC_BUS_PULL_FROM_ACK_FLOOR, &e);
+    assert_int_equal(collector_wait(&e, 4, 5000), 4);
+    assert_true(mono_ms() - t0 < 5000);
+    mc_bus_consumer_close(cons);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(e.recs[i].seq, 13 + (uint64_t)i);
+
+    /* Ahead: at 100 nothing comes until the stream gets there. */
+    usleep(200000);
+    collector g;
+    collector_init(&g, 50, ACK_ALL);
+    cons = open_pull_at(bus, "placed", metrics, 100, &g);
+    assert_int_equal(collector_wait(&g, 1, 800), 0);
+    mc_bus_consumer_close(cons);
+
+    /* Bad input: a durable name is still required. */
+    mc_bus_pull_options po = {0};
+    po.stream = MC_BUS_STREAM_SIM;
+    po.start_seq = 5;
+    po.on_batch = on_batch;
+    mc_error err = {0};
+    mc_bus_consumer *none = NULL;
+    assert_int_equal(mc_bus_pull_open(bus, &po, &none, &err), MC_ERR_INVALID);
+
+    collector_free(&a);
+    collector_free(&b);
+    collector_free(&c);
+    collector_free(&d);
+    collector_free(&e);
+    collector_free(&g);
+    cleanup_bus(bus);
+}
+
 static void test_deadletter(void **state)
 {
     fixture f;
@@ -1061,6 +1193,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_dedup),
     cmocka_unit_test(test_redelivery_after_kill),
     cmocka_unit_test(test_deadletter),
+    cmocka_unit_test(test_pull_start_seq),
     cmocka_unit_test(test_loop_delivery_on_loop_thread),
     cmocka_unit_test(test_async_10000_acked),
     cmocka_unit_test(test_publish_without_stream_fails_clearly),

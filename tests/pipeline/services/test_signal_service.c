@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -66,6 +67,13 @@ static void publish_tick(pt_env *e, uint64_t tick, bool watermark)
         pt_publish_engine_watermark(e, tick, CHUNKS);
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static const char *COUNT_SQL = "SELECT count(*) FROM metrics";
 static const char *DISTINCT_SQL =
     "SELECT count(*) FROM (SELECT DISTINCT tick_id, node_id, service_id, metric_name FROM "
@@ -92,7 +100,11 @@ static void test_ingest_kill9_exactly_once(void **state)
 
     char lp[256];
     log_path(lp, sizeof lp, "ingest");
-    const char *extra[] = {"INGEST_BATCH_ROWS=3000", "INGEST_MAX_DELAY=50ms", NULL};
+    /* A long ack wait: the messages the killed instance held would come back
+     * only after it, behind newer ones. The restart must neither wait for it
+     * nor lose them (the durable is placed after the committed position). */
+    const char *extra[] = {"INGEST_BATCH_ROWS=3000", "INGEST_MAX_DELAY=50ms",
+                           "CONSUMER_ACK_WAIT=120s", NULL};
     uint16_t port = pt_free_port();
     pid_t pid = pt_spawn(&e, SIGNAL_SERVICE_BIN, port, extra, lp);
     /* Kill as soon as the first rows are committed: the service is then in
@@ -111,8 +123,12 @@ static void test_ingest_kill9_exactly_once(void **state)
     pt_flush(&e);
     assert_int_equal(pt_subject_count(&e, "sim.metrics"), ticks * CHUNKS);
 
+    uint64_t restart_ms = now_ms();
     pid = pt_spawn(&e, SIGNAL_SERVICE_BIN, port, extra, lp);
-    int64_t n = pt_wait_scalar(&e, COUNT_SQL, total, 120000);
+    int64_t n = pt_wait_scalar(&e, COUNT_SQL, total, 60000);
+    restart_ms = now_ms() - restart_ms;
+    print_message("restart to all rows: %llu ms (ack wait 120 s)\n",
+                  (unsigned long long)restart_ms);
     if (n != total) {
         static char log[1 << 16];
         pt_read_log(lp, log, sizeof log);
