@@ -40,6 +40,7 @@ typedef struct env_config {
     const char *trace_signing_key;
     bool autostart;
     const char *stream_prefix;
+    uint64_t stream_replicas;
     const char *subject_prefix;
     uint64_t stop_after_ticks;
     int approval_mode;
@@ -91,6 +92,9 @@ static const mc_config_var k_vars[] = {
     {"BUS_STREAM_PREFIX", MC_CFG_STRING, NULL,
      "Prefix of the JetStream stream names (test isolation)",
      offsetof(env_config, stream_prefix)},
+    {"BUS_STREAM_REPLICAS", MC_CFG_UINT, "1",
+     "Copies of the SIM and OPS streams in a JetStream cluster (1..5), when they are created",
+     offsetof(env_config, stream_replicas), .min = 1, .max = 5},
     {"BUS_SUBJECT_PREFIX", MC_CFG_STRING, NULL,
      "Prefix of every subject, e.g. \"t1.\" (test isolation)",
      offsetof(env_config, subject_prefix)},
@@ -190,6 +194,7 @@ int main(int argc, char **argv)
     cfg.trace_signing_key = ec.trace_signing_key;
     cfg.autostart = ec.autostart;
     cfg.stream_prefix = ec.stream_prefix;
+    cfg.stream_replicas = (uint32_t)ec.stream_replicas;
     cfg.subject_prefix = ec.subject_prefix;
     cfg.stop_after_ticks = ec.stop_after_ticks;
 

@@ -1749,6 +1749,7 @@ mc_status mc_simsvc_start(mc_simsvc *s, mc_error *err)
     mc_bus_options bo = {0};
     bo.name = "sim-engine";
     bo.stream_prefix = s->cfg.stream_prefix;
+    bo.replicas = s->cfg.stream_replicas;
     bo.subject_prefix = s->cfg.subject_prefix;
     bo.on_publish_error = on_bus_publish_error;
     bo.on_publish_error_ctx = s;

@@ -60,6 +60,7 @@ typedef struct mc_simsvc_config {
     const char *trace_signing_key; /* NULL or "": unsigned traces */
     bool autostart;
     const char *stream_prefix;  /* BUS_STREAM_PREFIX */
+    uint32_t stream_replicas;   /* BUS_STREAM_REPLICAS; 0: 1 */
     const char *subject_prefix; /* BUS_SUBJECT_PREFIX */
     /* STOP_AFTER_TICKS: pause each run once it completed this tick (0:
      * never); Play goes on from there. */

@@ -50,6 +50,9 @@ static const mc_config_var vars[] = {
      offsetof(mc_orch_config, web_dir)},
     {"BUS_STREAM_PREFIX", MC_CFG_STRING, NULL, "Prefix of the JetStream stream names (tests)",
      offsetof(mc_orch_config, bus_stream_prefix)},
+    {"BUS_STREAM_REPLICAS", MC_CFG_UINT, "1",
+     "Copies of the SIM and OPS streams in a JetStream cluster (1..5), when they are created",
+     offsetof(mc_orch_config, bus_stream_replicas), .min = 1, .max = 5},
     {"BUS_SUBJECT_PREFIX", MC_CFG_STRING, NULL, "Prefix of every subject, e.g. \"t1.\" (tests)",
      offsetof(mc_orch_config, bus_subject_prefix)},
     {"CONSUMER_NAME", MC_CFG_STRING, "orchestrator", "Durable consumer name prefix",
@@ -984,6 +987,7 @@ static mc_status start(mc_orch *o, mc_error *err)
     mc_bus_options bo = {0};
     bo.name = "orchestrator";
     bo.stream_prefix = c->bus_stream_prefix;
+    bo.replicas = (uint32_t)c->bus_stream_replicas;
     bo.subject_prefix = c->bus_subject_prefix;
     bo.on_publish_error = on_publish_error;
     bo.on_publish_error_ctx = o;

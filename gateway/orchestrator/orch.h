@@ -62,6 +62,7 @@ typedef struct mc_orch_config {
     uint64_t action_expiry_ticks;
     const char *web_dir;
     const char *bus_stream_prefix;
+    uint64_t bus_stream_replicas;
     const char *bus_subject_prefix;
     const char *consumer_name;
     uint64_t tick_max_services;

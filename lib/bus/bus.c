@@ -50,6 +50,7 @@
  * queue grow without bound. */
 #define MAX_QUEUED_FAILURES 65536u
 #define MAX_URLS 16
+#define MAX_REPLICAS 5
 
 #define NS_PER_MS 1000000ll
 
@@ -1092,7 +1093,7 @@ static mc_status provision_one(mc_bus *bus, mc_bus_stream which, mc_error *err)
     cfg.Retention = js_LimitsPolicy;
     cfg.Storage = bus->o.memory_storage ? js_MemoryStorage : js_FileStorage;
     cfg.Discard = js_DiscardOld;
-    cfg.Replicas = 1;
+    cfg.Replicas = (int64_t)bus->o.replicas;
     cfg.MaxAge = lim->max_age_ms ? (int64_t)lim->max_age_ms * NS_PER_MS : 0;
     cfg.MaxBytes = limit_or_unlimited(lim->max_bytes);
     cfg.MaxMsgs = limit_or_unlimited(lim->max_msgs);
@@ -1124,7 +1125,8 @@ static mc_status provision_one(mc_bus *bus, mc_bus_stream which, mc_error *err)
             return nats_fail(err, s, jerr, what);
         }
         MC_LOG_INFO("stream created", MC_LF_STR("stream", name), MC_LF_STR("subjects", subject),
-                    MC_LF_STR("storage", storage_name(cfg.Storage)));
+                    MC_LF_STR("storage", storage_name(cfg.Storage)),
+                    MC_LF_INT("replicas", cfg.Replicas));
         return MC_OK;
     }
     if (s != NATS_OK) {
@@ -1164,6 +1166,15 @@ static mc_status provision_one(mc_bus *bus, mc_bus_stream which, mc_error *err)
     bool update = st == MC_OK &&
                   (have->MaxAge != cfg.MaxAge || have->MaxBytes != cfg.MaxBytes ||
                    have->MaxMsgs != cfg.MaxMsgs || have->Duplicates != cfg.Duplicates);
+    /* The replica count is the creator's: a service started with another
+     * value (or the default) must not shrink or grow a stream the cluster
+     * was set up with; moving replicas is an operator's decision. */
+    if (st == MC_OK && have->Replicas != cfg.Replicas && (have->Replicas > 1 || cfg.Replicas > 1))
+        MC_LOG_WARN("stream exists with another replica count; kept as it is",
+                    MC_LF_STR("stream", name), MC_LF_INT("replicas", have->Replicas),
+                    MC_LF_INT("configured", cfg.Replicas));
+    if (update)
+        cfg.Replicas = have->Replicas;
     jsStreamInfo_Destroy(si);
     if (st != MC_OK)
         return st;
@@ -1262,6 +1273,8 @@ static void apply_defaults(mc_bus_options *o)
         o->connect_timeout_ms = DEF_CONNECT_TIMEOUT_MS;
     if (!o->reconnect_wait_max_ms)
         o->reconnect_wait_max_ms = DEF_RECONNECT_MAX_MS;
+    if (!o->replicas)
+        o->replicas = 1;
 }
 
 static void bus_release_memory(mc_bus *bus)
@@ -1408,6 +1421,13 @@ mc_status mc_bus_open(uv_loop_t *loop, const mc_nats_config *nats, const mc_bus_
         !bus->stream_subjects[1] || !bus->deadletter_subject) {
         bus_teardown(bus);
         return mc_error_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    if (bus->o.replicas > MAX_REPLICAS) {
+        uint32_t r = bus->o.replicas;
+        bus_teardown(bus);
+        return mc_error_set(err, MC_ERR_INVALID,
+                            "stream replicas %u: JetStream allows 1 to %d", (unsigned)r,
+                            MAX_REPLICAS);
     }
     for (const char *p = sp; *p; p++) {
         if (*p == '.' || *p == '*' || *p == '>' || *p == ' ' || *p == '/' || *p == '\\') {

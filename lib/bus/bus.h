@@ -99,6 +99,9 @@ typedef struct mc_bus_options {
     mc_bus_stream_limits sim_limits; /* default: 24 h, 1 GiB */
     mc_bus_stream_limits ops_limits; /* default: 7 days, 1 GiB */
     bool memory_storage;        /* streams in memory instead of files (never in production) */
+    uint32_t replicas;          /* copies of each stream in a JetStream cluster, 1..5 (an
+                                   odd number survives losing a minority of the
+                                   servers), when the bus creates it; default 1 */
     uint64_t duplicate_window_ms; /* de-duplication window; default 2 min */
     uint32_t max_pending_acks;  /* async publishes not yet acked; default 4096 */
     uint64_t stall_wait_ms;     /* thread mode: how long mc_bus_publish_async waits when
@@ -148,6 +151,9 @@ bool mc_bus_connected(const mc_bus *bus);
  * type and retention policy must match (otherwise MC_ERR_STATE with a
  * message naming the stream and the setting: the stream is never silently
  * recreated); limits and the de-duplication window are updated in place.
+ * The replica count is used when a stream is created (more replicas than
+ * servers: the server's error); an existing stream keeps its own (a
+ * warning says when it differs).
  * Idempotent. Blocks for a few round trips; any thread. */
 mc_status mc_bus_provision(mc_bus *bus, mc_error *err);
 

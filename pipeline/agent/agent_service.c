@@ -79,6 +79,7 @@ typedef struct agent_config {
     uint64_t action_expiry_ticks;
     uint64_t ack_wait_ms;
     const char *stream_prefix;
+    uint64_t stream_replicas;
     const char *subject_prefix;
 } agent_config;
 
@@ -105,6 +106,9 @@ static const mc_config_var agent_vars[] = {
      offsetof(agent_config, ack_wait_ms)},
     {"BUS_STREAM_PREFIX", MC_CFG_STRING, NULL, "Prefix of the JetStream stream names (tests)",
      offsetof(agent_config, stream_prefix)},
+    {"BUS_STREAM_REPLICAS", MC_CFG_UINT, "1",
+     "Copies of the SIM and OPS streams in a JetStream cluster (1..5), when they are created",
+     offsetof(agent_config, stream_replicas), .min = 1, .max = 5},
     {"BUS_SUBJECT_PREFIX", MC_CFG_STRING, NULL, "Prefix of every subject (tests)",
      offsetof(agent_config, subject_prefix)},
 };
@@ -765,6 +769,7 @@ int main(int argc, char **argv)
     mc_bus_options bo = {0};
     bo.name = PROGRAM;
     bo.stream_prefix = a->cfg.stream_prefix;
+    bo.replicas = (uint32_t)a->cfg.stream_replicas;
     bo.subject_prefix = a->cfg.subject_prefix;
     bo.max_pending_acks = 65536;
     if (mc_bus_open(&a->loop, &a->cfg.nats, &bo, &a->bus, &err) != MC_OK)

@@ -94,6 +94,7 @@ typedef struct sig_config {
     uint64_t max_targets;
     uint64_t ack_wait_ms;
     const char *stream_prefix;
+    uint64_t stream_replicas;
     const char *subject_prefix;
 } sig_config;
 
@@ -120,6 +121,9 @@ static const mc_config_var sig_vars[] = {
      offsetof(sig_config, ack_wait_ms)},
     {"BUS_STREAM_PREFIX", MC_CFG_STRING, NULL, "Prefix of the JetStream stream names (tests)",
      offsetof(sig_config, stream_prefix)},
+    {"BUS_STREAM_REPLICAS", MC_CFG_UINT, "1",
+     "Copies of the SIM and OPS streams in a JetStream cluster (1..5), when they are created",
+     offsetof(sig_config, stream_replicas), .min = 1, .max = 5},
     {"BUS_SUBJECT_PREFIX", MC_CFG_STRING, NULL, "Prefix of every subject (tests)",
      offsetof(sig_config, subject_prefix)},
 };
@@ -807,6 +811,7 @@ int main(int argc, char **argv)
     mc_bus_options bo = {0};
     bo.name = PROGRAM;
     bo.stream_prefix = s->cfg.stream_prefix;
+    bo.replicas = (uint32_t)s->cfg.stream_replicas;
     bo.subject_prefix = s->cfg.subject_prefix;
     bo.max_pending_acks = 65536;
     if (mc_bus_open(&s->loop, &s->cfg.nats, &bo, &s->bus, &err) != MC_OK)

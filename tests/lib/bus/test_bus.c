@@ -252,6 +252,27 @@ static void test_open_bad_url(void **state)
     assert_non_null(strstr(err.msg, "127.0.0.1:1"));
 }
 
+/* Replicas: 1..5; a single server refuses more than one copy, clearly. */
+static void test_replicas_option(void **state)
+{
+    fixture f;
+    fixture_init(&f);
+    mc_bus_options o = base_opts(&f);
+    mc_bus *bus = NULL;
+    mc_error err = {0};
+    o.replicas = 6;
+    assert_int_equal(mc_bus_open(NULL, &f.nats, &o, &bus, &err), MC_ERR_INVALID);
+    assert_null(bus);
+    assert_non_null(strstr(err.msg, "replicas 6"));
+    o.replicas = 3;
+    assert_int_not_equal(mc_bus_open(NULL, &f.nats, &o, &bus, &err), MC_OK);
+    assert_null(bus);
+    assert_non_null(strstr(err.msg, f.stream_prefix));
+    o.replicas = 1;
+    bus = open_bus(&f, NULL, &o);
+    cleanup_bus(bus);
+}
+
 static void test_provision_idempotent_and_incompatible(void **state)
 {
     fixture f;
@@ -1188,6 +1209,7 @@ static void test_loop_close_before_loop_ran(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_nkey_public_from_seed),
     cmocka_unit_test(test_open_bad_url),
+    cmocka_unit_test(test_replicas_option),
     cmocka_unit_test(test_provision_idempotent_and_incompatible),
     cmocka_unit_test(test_round_trip_100),
     cmocka_unit_test(test_dedup),
