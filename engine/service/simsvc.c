@@ -387,6 +387,7 @@ static mc_status run_begin(mc_simsvc *s, const char *why, mc_error *err)
     s->ctl_seq = 0;
     s->input_seq = 0;
     early_clear(s);
+    mc_http_gauge_set(s->m.trace_tick, 0);
     s->due_set = false;
 
     char repro[1024];

@@ -18,6 +18,9 @@
 #include "trace/v1/trace.pb-c.h"
 
 #define OUTBOX_MAX (1u << 20)
+/* Reset counts tried to find a recorded run id (a live process's later
+ * runs). */
+#define MC_REDRIVE_MAX_RESETS 4096
 
 typedef struct trec {
     uint64_t tick, seq;
@@ -377,7 +380,8 @@ static int drive_stage(rd *x, const tickbuf *tb, uint32_t stage, mc_status *fata
 static mc_status process_tick(rd *x, tickbuf *tb, mc_error *err)
 {
     mc_redrive_result *r = x->r;
-    r->ticks++;
+    if (tb->tick != 0) /* tick 0 holds only inputs before the first step */
+        r->ticks++;
     if (tb->tick > r->last_tick)
         r->last_tick = tb->tick;
     if (x->o->score) {
@@ -427,7 +431,7 @@ static mc_status process_tick(rd *x, tickbuf *tb, mc_error *err)
                 break;
             }
         }
-        if (!x->stopped)
+        if (!x->stopped && tb->tick != 0)
             r->ticks_driven++;
     }
     if (x->o->progress)
@@ -584,8 +588,26 @@ mc_status mc_redrive_file(const char *path, const mc_redrive_options *o, mc_redr
         set_problem(r, "incompatible: %s", rerr.msg);
         goto done;
     }
-    if (x.engine_ok && h->run_id && strcmp(h->run_id, mc_engine_run_id(&x.engine)) != 0)
-        r->run_id_mismatch = true;
+    if (x.engine_ok && h->run_id && h->run_id[0] &&
+        strcmp(h->run_id, mc_engine_run_id(&x.engine)) != 0) {
+        /* A live engine numbers the runs of its process (Reset, SetScenario):
+         * the run id is derived from (scenario, seed, reset count). Restart
+         * the re-driven engine as many times as the recorded id says. */
+        uint64_t k = 1;
+        char rid[21];
+        for (; k <= MC_REDRIVE_MAX_RESETS; k++) {
+            mc_id_run(rid, s->sc.name, h->seed, k);
+            if (strcmp(rid, h->run_id) == 0)
+                break;
+        }
+        for (uint64_t i = 0; k <= MC_REDRIVE_MAX_RESETS && i < k && st == MC_OK; i++)
+            st = mc_engine_reset(&x.engine, 0, &rerr);
+        if (st != MC_OK) {
+            mc_error_set(err, st, "%s", rerr.msg);
+            goto done;
+        }
+        r->run_id_mismatch = strcmp(h->run_id, mc_engine_run_id(&x.engine)) != 0;
+    }
 
     for (;;) {
         mc_trace_record rec;

@@ -12,6 +12,8 @@
 #   way (control events on sim.events that reach the cores live but are not
 #   in the trace: they must change no decision). Then: `replay diff LIVE
 #   OFFLINE` exits 0, the records print the same, `replay verify LIVE` exits 0.
+#   A Reset then starts a second run in the same process (another run id,
+#   from the reset count): its trace verifies too.
 # Run 2 (normal, seed 7, 60 ticks): InjectFault before the first tick and
 #   once the run is going. The injections are recorded as engine inputs
 #   (sim.inputs), `replay verify --component engine` and `--component all`
@@ -103,11 +105,25 @@ if start_run one; then
   echo "run 1: $state"
   echo "$state" | jq -e --arg t "$ticks" '.state.tick == $t and (.state.running | not)' >/dev/null ||
     fail "run 1: the engine did not stop after $ticks ticks (STOP_AFTER_TICKS)"
+  run1_id=$(echo "$state" | jq -r .state.runId)
+  # A second run of the same process (Reset: the run id counts the resets)
+  # verifies too.
+  engine_call Reset '{}' >/dev/null || fail "run 1: Reset"
+  engine_call Play '{}' >/dev/null || fail "run 1: Play after Reset"
+  wait_trace_tick $ticks 180 || fail "run 1b: did not complete tick $ticks"
 else
   fail "run 1: the services did not start"
 fi
 mc_stack_stop
-live=$(the_trace)
+live=$(ls "$TRACE_DIR"/*"${run1_id:-none}".trace 2>/dev/null | head -1)
+reset_trace=$(ls "$TRACE_DIR"/*.trace 2>/dev/null | grep -v -- "${run1_id:-none}" | head -1)
+if [ -z "$reset_trace" ]; then
+  fail "run 1b: no trace of the run after Reset"
+else
+  "$bin" replay verify "$reset_trace" --quiet
+  rc=$?
+  [ $rc -eq 0 ] || fail "run 1b: replay verify of the run after Reset exited $rc"
+fi
 offline="$out/one/offline.mctrace"
 if [ -z "$live" ]; then
   fail "run 1: no live trace in $TRACE_DIR"
