@@ -75,7 +75,8 @@ acc_finish() {
 
 acc_init() {
   ACC_NAME=$1
-  ACC_BUILD=$2
+  # Absolute: the test runs in its work dir (see below).
+  ACC_BUILD=$(cd "$2" 2>/dev/null && pwd) || { echo "FAIL: no build dir $2" >&2; exit 1; }
   ACC_T0=$SECONDS
   local b
   for b in engine/sim-engine pipeline/signal-service pipeline/agent-service \
@@ -253,6 +254,39 @@ acc_wait_tick() {
     sleep 0.05
   done
   acc_log "engine at tick ${t:-?} after $2 s, waiting for $n; state: $(acc_state)"
+  return 1
+}
+
+# acc_wait_stopped N TIMEOUT_S: waits until the engine paused itself at tick
+# N (STOP_AFTER_TICKS=N) and prints N; fails (printing the tick it is at)
+# when it did not within TIMEOUT_S.
+acc_wait_stopped() {
+  local n=$1 deadline=$((SECONDS + $2)) st="" t="" running=""
+  while [ $SECONDS -lt "$deadline" ]; do
+    st=$(acc_state)
+    t=$(printf '%s' "$st" | jq -r '.tick // "0"' 2>/dev/null)
+    running=$(printf '%s' "$st" | jq -r '.running // false' 2>/dev/null)
+    if [ -n "$t" ] && [ "$t" -ge "$n" ] && [ "$running" = false ]; then
+      echo "$t"
+      return 0
+    fi
+    sleep 0.1
+  done
+  acc_log "the engine did not stop at tick $n within $2 s; state: $st"
+  echo "${t:-0}"
+  return 1
+}
+
+# acc_wait_trace_tick N TIMEOUT_S: waits until tick N is in the trace (its
+# orchestrator watermark arrived: the pipeline finished the tick).
+acc_wait_trace_tick() {
+  local deadline=$((SECONDS + $2)) t=""
+  while [ $SECONDS -lt "$deadline" ]; do
+    t=$(acc_prom "$ACC_ENGINE/metrics" microcloud_sim_trace_tick)
+    [ -n "$t" ] && [ "${t%.*}" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+  acc_log "the trace holds tick ${t:-?} after $2 s, waiting for $1"
   return 1
 }
 

@@ -15,8 +15,9 @@
 #     (ticks 30..149) is over and the detector's windows have cleared — the
 #     last at tick 176.
 # BUDGET: every incident opened during the run must be resolved at or before
-# tick 200 (the offline 176 plus 24 ticks of margin). The run is paused at
-# the first tick >= BUDGET.
+# tick 200 (the offline 176 plus 24 ticks of margin). The engine pauses
+# itself at tick BUDGET (STOP_AFTER_TICKS), a tick boundary, so the live
+# trace can be compared with the offline run of BUDGET ticks.
 #
 # Then: the actions table and GetActionHistory (HTTP) show the database's
 # restart PENDING -> APPROVED -> EXECUTED; in lockstep the live proposals are
@@ -31,6 +32,7 @@ acc_init cascade_auto "$1"
 BUDGET=200
 
 export SCENARIO=cascade_failure SEED=42 SIM_MODE=lockstep SPEED=max APPROVAL_MODE=auto
+export STOP_AFTER_TICKS=$BUDGET
 
 # The offline reference of the same run (pure cores, no services).
 "$ACC_MC" sim --scenario cascade_failure --seed 42 --ticks $BUDGET --approval auto --json \
@@ -43,15 +45,10 @@ jq -e '.scorecard.incidents.opened > 0 and .scorecard.incidents.opened == .score
   jq -r '[.payload.proposedAtTick, .payload.actionType, .payload.targetId] | @tsv' >"$ACC_WORK/offline-actions.txt"
 
 acc_start
-acc_wait_tick $BUDGET 120 || acc_die "the run did not reach tick $BUDGET within 120 s (lockstep stuck?)"
-last=$(acc_pause)
-acc_log "paused at tick $last"
-# In lockstep the engine waits for the orchestrator's watermark of the tick it
-# stepped last; once it is in, the trace holds that tick too.
-for _ in $(seq 1 200); do
-  [ -z "$(acc_state | jq -r '.waitingFor // empty')" ] && break
-  sleep 0.05
-done
+last=$(acc_wait_stopped $BUDGET 120) || acc_die "the run did not stop at tick $BUDGET within 120 s (at $last)"
+acc_log "the engine stopped at tick $last"
+# The trace holds the tick once the orchestrator's watermark for it is in.
+acc_wait_trace_tick "$last" 30 || acc_fail "tick $last did not reach the trace within 30 s"
 acc_wait_ingest "$last" 60 || acc_fail "the metrics table did not reach tick $last within 60 s"
 
 # --- detection, proposal, approval, execution (actions table) ---

@@ -4,7 +4,8 @@
 # The four services run cascade_failure (seed 42) in lockstep with
 # APPROVAL_MODE=manual. The test acts like an operator at the dashboard: it
 # polls ListPendingActions and approves each pending action with
-# ApproveAction and the bearer token, until the run reaches the budget.
+# ApproveAction and the bearer token, until the engine stops at the budget
+# (STOP_AFTER_TICKS).
 #
 # SPEED=20 ticks/s: a person (here a 0.1 s poll) must see a proposal before
 # it expires (ACTION_EXPIRY_TICKS=30 ticks, 1.5 s at this speed); at full
@@ -32,15 +33,17 @@ BUDGET=200
 ACTOR=acceptance-operator
 
 export SCENARIO=cascade_failure SEED=42 SIM_MODE=lockstep SPEED=20 APPROVAL_MODE=manual
+export STOP_AFTER_TICKS=$BUDGET
 
 acc_start
 
-approved=0
+approved=0 too_late=0
 denied_checked=0
 : >"$ACC_WORK/approved.txt"
 while :; do
-  tick=$(acc_tick)
-  [ -n "$tick" ] && [ "$tick" -ge $BUDGET ] && break
+  st=$(acc_state)
+  tick=$(printf '%s' "$st" | jq -r '.tick // empty' 2>/dev/null)
+  [ -n "$tick" ] && [ "$tick" -ge $BUDGET ] && [ "$(printf '%s' "$st" | jq -r '.running // false')" = false ] && break
   [ $SECONDS -lt $((ACC_T0 + 150)) ] || acc_die "the run did not reach tick $BUDGET within 150 s (at ${tick:-?}; state $(acc_state))"
   pending=$(acc_api ListPendingActions '{}' | jq -r '.actions[]? | [.id, .actionType, .targetId, .proposedAtTick] | @tsv' 2>/dev/null)
   while IFS=$'\t' read -r id type target ptick; do
@@ -62,18 +65,21 @@ while :; do
       approved=$((approved + 1))
       printf '%s\t%s\t%s\t%s\t%s\n' "$id" "$type" "$target" "$ptick" "$tick" >>"$ACC_WORK/approved.txt"
       acc_log "approved $type on $target (proposed at $ptick, engine at $tick)"
+    elif printf '%s' "$resp" | grep -Eq '"failed_precondition".*is (SUPERSEDED|EXPIRED)'; then
+      # Between the list and the click the agent replaced the proposal (a
+      # newer one on the same target) or it expired: a person sees the same
+      # and approves the newer one on the next look.
+      too_late=$((too_late + 1))
+      acc_log "too late for $type on $target (proposed at $ptick, engine at $tick): $(printf '%s' "$resp" | jq -r .message)"
     else
       acc_fail "ApproveAction of pending $type on $target answered: $resp"
     fi
   done <<<"$pending"
   sleep 0.1
 done
-last=$(acc_pause)
-acc_log "paused at tick $last after $approved approvals"
-for _ in $(seq 1 200); do
-  [ -z "$(acc_state | jq -r '.waitingFor // empty')" ] && break
-  sleep 0.05
-done
+last=$tick
+acc_log "the engine stopped at tick $last after $approved approvals ($too_late proposals replaced or expired before our click)"
+acc_wait_trace_tick "$last" 30 || acc_fail "tick $last did not reach the trace within 30 s"
 acc_wait_ingest "$last" 60 || acc_fail "the metrics table did not reach tick $last within 60 s"
 acc_check "the intruder's attempts were tested on a pending action" test "$denied_checked" = 1
 
