@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
 # Acceptance 3: the live stack survives crashes and restarts of its parts.
 #
-#   test_faults.sh BUILD_DIR KIND        (under scripts/with-services)
+#   test_faults.sh BUILD_DIR KIND [MODE]     (under scripts/with-services)
 #
-# KIND picks the fault, injected while cascade_failure (seed 42) runs in
-# lockstep at full speed (realtime: 20 ticks/s) with APPROVAL_MODE=auto:
+# KIND picks the fault, injected while cascade_failure (seed 42) runs with
+# APPROVAL_MODE=auto; MODE is lockstep (default, full speed) or realtime (20
+# ticks/s, the engine never waits, so the rest must catch up with a backlog):
 #   engine    kill -9 sim-engine at tick 40, start it again (same environment)
 #   pipeline  kill -9 signal-service (tick 20), agent-service (tick 45) and
 #             orchestrator (tick 70) in turn, each started again at once
-#   postgres  PostgreSQL restarted (pg_ctl restart -m fast) at tick 36, when
-#             the first actions are being proposed, approved and executed
+#   postgres  PostgreSQL stopped (pg_ctl stop -m fast) at tick 36, when the
+#             first actions are being proposed, approved and executed, and
+#             started again 3 s later
 #   nats      nats-server stopped at tick 40 and, 2 s later, started again on
 #             the same port with the same JetStream store
-#   realtime  as pipeline, with SIM_MODE=realtime: the engine keeps
-#             publishing while each service is down, so ingest, detection and
-#             the orchestrator must catch up with a backlog
 # Then the run goes on to tick 200 (the cascade's budget, see
 # test_cascade_auto.sh), where the engine pauses itself (STOP_AFTER_TICKS). Asserted for every kind:
 #   - the run completes: after each fault the engine's tick goes on from where
@@ -24,17 +23,22 @@
 #     (tick, node, service, metric) twice, and per tick exactly the samples
 #     the engine publishes for it (the topology's 93 in cascade_failure, taken
 #     from the offline closed loop of the same scenario) for ticks 1..last.
-# For postgres and nats, which lose no service state, also: the database's
-# restart is executed, every incident resolves by tick 200, and the live
-# proposals are those of the offline closed loop (lockstep is a pure
+# For postgres and nats in lockstep, which lose no service state, also: the
+# database's restart is executed, every incident resolves by tick 200, and
+# the live proposals are those of the offline closed loop (lockstep is a pure
 # function of seed, scenario and configuration: an outage only delays it).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-KIND=${2:?usage: test_faults.sh BUILD_DIR engine|pipeline|postgres|nats|realtime}
-acc_init "fault_$KIND" "$1"
+KIND=${2:?usage: test_faults.sh BUILD_DIR engine|pipeline|postgres|nats [lockstep|realtime]}
+MODE=${3:-lockstep}
+case $MODE in
+  lockstep) acc_init "fault_$KIND" "$1" ;;
+  realtime) acc_init "fault_${KIND}_realtime" "$1" ;;
+  *) echo "FAIL: unknown mode $MODE" >&2; exit 1 ;;
+esac
 BUDGET=200
 
 case $KIND in
-  engine|pipeline|nats|realtime) ;;
+  engine|pipeline|nats) ;;
   postgres)
     if [ -z "${MC_PG_DATADIR:-}" ] || [ -z "${MC_PG_BINDIR:-}" ]; then
       echo "SKIP: PostgreSQL is not the private one of scripts/with-services (MC_PG_DATADIR unset)" >&2
@@ -50,14 +54,13 @@ fi
 # Lockstep runs at full speed, so a fault mostly lands while messages are in
 # flight (a crash between two ticks proves little). Realtime runs at 20
 # ticks/s: the engine does not wait for a restarted service, and faster the
-# run would be over before the pipeline has
-# caught up with the backlog of its three restarts (its actions would then
-# reach a paused engine). In realtime the engine starts playing once all four
+# run would be over before the pipeline has caught up with the backlog of
+# its outages (its actions would then reach a paused engine). In realtime the engine starts playing once all four
 # services are ready (AUTOSTART=false, then Play), so the faults fall where
 # planned; lockstep waits for them anyway, and a restarted engine must play
 # on its own (AUTOSTART=true, as a crashed engine would be restarted).
 mode=lockstep speed=max autostart=true
-[ "$KIND" = realtime ] && mode=realtime speed=20 autostart=false
+[ "$MODE" = realtime ] && mode=realtime speed=20 autostart=false
 export SCENARIO=cascade_failure SEED=42 SIM_MODE=$mode SPEED=${ACC_FAULT_SPEED:-$speed} APPROVAL_MODE=auto
 export AUTOSTART=$autostart STOP_AFTER_TICKS=$BUDGET
 
@@ -112,15 +115,21 @@ kill_restart() { # SERVICE AT_TICK
 
 restart_postgres() { # AT_TICK
   acc_wait_tick "$1" 60 || acc_die "the run did not reach tick $1"
-  local before
+  local before opts
   before=$(acc_tick)
   local as=()
   [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
-  acc_log "restarting PostgreSQL (pg_ctl restart -m fast) at tick $before"
+  # The server's own command line (port, socket folder, settings) without
+  # the binary and the data folder: pg_ctl start needs it back.
+  opts=$(sed -E 's/^[^ ]+ //; s/"-D" "[^"]*" ?//' "$MC_PG_DATADIR/postmaster.opts")
+  acc_log "stopping PostgreSQL (pg_ctl stop -m fast) at tick $before for 3 s"
+  "${as[@]}" "$MC_PG_BINDIR/pg_ctl" -D "$MC_PG_DATADIR" -m fast -w -t 60 stop >/dev/null 2>&1 </dev/null ||
+    acc_die "pg_ctl stop failed"
+  sleep 3
   "${as[@]}" "$MC_PG_BINDIR/pg_ctl" -D "$MC_PG_DATADIR" -l "$(dirname "$MC_PG_DATADIR")/postgres.log" \
-    -m fast -w -t 60 restart >/dev/null 2>&1 </dev/null || acc_die "pg_ctl restart failed"
+    -o "$opts" -w -t 60 start >/dev/null 2>&1 </dev/null || acc_die "pg_ctl start failed (options: $opts)"
   acc_log "PostgreSQL is back"
-  after_fault "a PostgreSQL restart (at tick $before)" "$before"
+  after_fault "a PostgreSQL outage (at tick $before)" "$before"
 }
 
 restart_nats() { # AT_TICK
@@ -150,7 +159,7 @@ restart_nats() { # AT_TICK
 
 case $KIND in
   engine) kill_restart sim-engine 40 ;;
-  pipeline|realtime)
+  pipeline)
     kill_restart signal-service 20
     kill_restart agent-service 45
     kill_restart orchestrator 70 ;;
@@ -174,7 +183,7 @@ acc_check "incidents still get detected: an error-rate incident on the database"
 executed=$(acc_sql "select count(*) from actions where status = 4")
 acc_check "actions still get executed ($executed)" test "${executed:-0}" -gt 0
 
-if [ "$KIND" = postgres ] || [ "$KIND" = nats ]; then
+if [ "$MODE" = lockstep ] && { [ "$KIND" = postgres ] || [ "$KIND" = nats ]; }; then
   st=$(acc_sql "select status from actions where target_id = 'database' and action_type = 1 order by proposed_at_tick limit 1")
   acc_eq "the database's RESTART_SERVICE is EXECUTED" 4 "${st:-none}"
   late=$(acc_sql "select coalesce(string_agg(target_id || '/' || rule_name || '@' || coalesce(resolved_at_tick::text, 'open'), ', '), '') from incidents where resolved_at_tick is null or resolved_at_tick > $BUDGET")
