@@ -35,8 +35,10 @@
 #define DEF_MAX_PENDING 4096u
 #define DEF_STALL_WAIT_MS 10000ull
 #define DEF_ACK_TIMEOUT_MS 5000ull
-#define DEF_PUBLISH_ATTEMPTS 4u
+#define DEF_PUBLISH_ATTEMPTS 10u
 #define DEF_RETRY_BACKOFF_MS 100ull
+/* Retry delays double up to this (or retry_backoff_ms when larger). */
+#define RETRY_BACKOFF_CAP_MS 2000ull
 #define DEF_REQUEST_TIMEOUT_MS 5000ull
 #define DEF_CONNECT_TIMEOUT_MS 2000ull
 #define DEF_RECONNECT_MAX_MS 5000ull
@@ -957,7 +959,10 @@ static void attempt_failed(mc_bus *bus, natsMsg *msg, natsStatus s, jsErrCode je
     if (e != NULL && !bus->closing && e->attempts < bus->o.publish_attempts && retryable(s, jerr)) {
         uint32_t shift = e->attempts - 1 > 16 ? 16 : e->attempts - 1;
         e->queued = true;
-        e->due_ms = now_ms() + (bus->o.retry_backoff_ms << shift);
+        uint64_t delay = bus->o.retry_backoff_ms << shift;
+        uint64_t cap = bus->o.retry_backoff_ms > RETRY_BACKOFF_CAP_MS ? bus->o.retry_backoff_ms
+                                                                      : RETRY_BACKOFF_CAP_MS;
+        e->due_ms = now_ms() + (delay < cap ? delay : cap);
         pthread_cond_broadcast(&bus->cond);
         pthread_mutex_unlock(&bus->mu);
         return;

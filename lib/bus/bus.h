@@ -107,8 +107,13 @@ typedef struct mc_bus_options {
     uint64_t stall_wait_ms;     /* thread mode: how long mc_bus_publish_async waits when
                                    max_pending_acks are in flight; default 10 s */
     uint64_t ack_timeout_ms;    /* a publish not acked within this is retried; default 5 s */
-    uint32_t publish_attempts;  /* attempts before a publish finally fails; default 4 */
-    uint64_t retry_backoff_ms;  /* first retry delay, doubled each attempt; default 100 ms */
+    uint32_t publish_attempts;  /* attempts before a publish finally fails; default 10 */
+    uint64_t retry_backoff_ms;  /* first retry delay, doubled each attempt up to 2 s (or this
+                                   value if larger); default 100 ms. With the defaults
+                                   a refused publish is retried for about 11 s, longer
+                                   than a JetStream cluster takes to elect a new stream
+                                   leader after losing one (it answers "no responders"
+                                   meanwhile) */
     uint64_t request_timeout_ms; /* JetStream API and synchronous publish; default 5 s */
     uint64_t connect_timeout_ms; /* per connection attempt; default 2 s */
     uint64_t reconnect_wait_max_ms; /* reconnect backoff cap (100 ms doubling); default 5 s */
