@@ -308,15 +308,13 @@ acc_api() {
     -d "$2" "$ACC_ORCH/ops.v1.ActionService/$1"
 }
 
-# acc_orch_wm: the tick the orchestrator closed last (its watermark), from
-# its /metrics if it says so, else empty.
+# acc_sql QUERY: one query on the test's database, unaligned, no header.
 acc_sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 
 # ----------------------------------------------------------------- pipeline
 
-# acc_wait_pipeline TICK TIMEOUT_S: waits until the orchestrator's watermark
-# for TICK is in (the engine, in lockstep, then has nothing left to wait for)
-# and the metrics table holds TICK.
+# acc_wait_ingest TICK TIMEOUT_S: waits until the metrics table holds TICK
+# (ingest commits in stream order, so every earlier tick is in too).
 acc_wait_ingest() {
   local tick=$1 deadline=$((SECONDS + $2)) m=""
   while [ $SECONDS -lt "$deadline" ]; do
@@ -328,7 +326,7 @@ acc_wait_ingest() {
   return 1
 }
 
-# acc_expected_samples TRACE: "tick count" lines, the samples published per
+# acc_trace_samples TRACE: "tick count" lines, the samples published per
 # tick as recorded in the trace (every sim.metrics chunk of the tick).
 acc_trace_samples() {
   "$ACC_MC" replay inspect "$1" --subject sim.metrics 2>/dev/null |
