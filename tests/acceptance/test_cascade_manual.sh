@@ -85,12 +85,15 @@ acc_check "the intruder's attempts were tested on a pending action" test "$denie
 
 db_inc=$(acc_sql "select min(opened_at_tick) from incidents where target_id = 'database' and rule_name like 'error_rate%'")
 acc_check "an error-rate incident opened on the database (tick ${db_inc:-none})" test -n "$db_inc"
-restart=$(acc_sql "select id, status, decided_by from actions where target_id = 'database' and action_type = 1 order by proposed_at_tick limit 1")
+n_restart=$(acc_sql "select count(*) from actions where target_id = 'database' and action_type = 1")
+acc_check "the agent proposed RESTART_SERVICE on the database ($n_restart)" test "${n_restart:-0}" -gt 0
+# The first one we approved (an earlier one may have been replaced before
+# our click, see above).
+restart=$(acc_sql "select id, status, decided_by from actions where target_id = 'database' and action_type = 1 and decided_by = '$ACTOR' order by proposed_at_tick limit 1")
 IFS='|' read -r restart_id restart_status restart_by <<<"$restart"
-acc_check "the agent proposed RESTART_SERVICE on the database" test -n "$restart_id"
-acc_eq "the database restart is EXECUTED (status 4)" 4 "${restart_status:-none}"
-acc_eq "the database restart was decided by our operator" "$ACTOR" "${restart_by:-none}"
-acc_check "we approved at least the database restart" grep -q "^$restart_id" "$ACC_WORK/approved.txt"
+acc_check "our operator approved a RESTART_SERVICE of the database" test -n "$restart_id"
+acc_eq "the database restart we approved is EXECUTED (status 4)" 4 "${restart_status:-none}"
+acc_check "the approval went through our API calls" grep -q "^$restart_id" "$ACC_WORK/approved.txt"
 by_policy=$(acc_sql "select count(*) from actions where decided_by like 'policy%'")
 acc_eq "no action approved by a policy in manual mode" 0 "$by_policy"
 not_exec=$(acc_sql "select coalesce(string_agg(target_id || ':' || action_type || '=' || status, ', '), '') from actions where decided_by = '$ACTOR' and status <> 4")
