@@ -19,7 +19,7 @@ mc_port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 mc_free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 20000))
+    p=$((15000 + RANDOM % 17000)) # below the kernel's ephemeral range (32768+)
     mc_port_busy "$p" || { echo "$p"; return 0; }
   done
   return 1

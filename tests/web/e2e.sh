@@ -14,11 +14,17 @@ done
 [ -f "$root/web/out/index.html" ] || { echo "e2e: web/out is missing (npm run build)"; exit 1; }
 rm -rf "$out"; mkdir -p "$out"
 work=$(mktemp -d)
-trap 'mc_stack_stop; rm -rf "$work"' EXIT
-
-# A fresh database and stream names for this test, so it shares nothing.
+# A fresh database and stream names for this test, so it shares nothing;
+# both are dropped at the end.
 suffix=$$
-psql -X -q "$DATABASE_URL" -c "create database mc_e2e_$suffix" >/dev/null
+admin_url=$DATABASE_URL
+psql -X -q "$admin_url" -c "create database mc_e2e_$suffix" >/dev/null
+cleanup() {
+  mc_stack_stop
+  psql -X -q "$admin_url" -c "drop database if exists mc_e2e_$suffix" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 export DATABASE_URL=$(printf '%s' "$DATABASE_URL" | sed "s#/microcloud?#/mc_e2e_$suffix?#")
 export DB_NAME=mc_e2e_$suffix
 export BUS_STREAM_PREFIX="E2E${suffix}_" BUS_SUBJECT_PREFIX="e2e$suffix."
