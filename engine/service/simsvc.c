@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include <nats/nats.h>
+
 #include "bus/bus.h"
 #include "common/v1/enums.pb-c.h"
 #include "common/v1/stamp.pb-c.h"
@@ -55,6 +57,12 @@
  * until the engine completed that tick, as the closed loop and the re-drive
  * apply the commands of tick N after step N. At most this many. */
 #define EARLY_COMMANDS_MAX MC_ENGINE_MAX_PENDING_COMMANDS
+
+/* Resuming a run after a crash (resume_read): at most this many OPS
+ * messages are read back, and at most this many commands of the run kept;
+ * a longer history starts the run over (logged). */
+#define RESUME_OPS_MAX 2000000u
+#define RESUME_CMDS_MAX 65536u
 
 typedef struct held_batch {
     mc_bus_batch *b;
@@ -126,6 +134,10 @@ struct mc_simsvc {
     size_t n_early;
     held_batch held[HELD_MAX];
     size_t n_held;
+    /* After a resume: OPS messages up to this stream sequence were read
+     * back and applied during the fast-forward, so the live consumer skips
+     * them (0: none). */
+    uint64_t resume_seq;
 
     uint64_t last_publish_warn_ns; /* rate limit of the publish-retry warning */
     bool started;
@@ -386,6 +398,7 @@ static mc_status run_begin(mc_simsvc *s, const char *why, mc_error *err)
     s->orch_wm = s->det_wm = s->agent_wm = 0;
     s->ctl_seq = 0;
     s->input_seq = 0;
+    s->resume_seq = 0;
     early_clear(s);
     mc_http_gauge_set(s->m.trace_tick, 0);
     s->due_set = false;
@@ -896,6 +909,8 @@ static void deadletter(mc_simsvc *s, mc_bus_msg *m, const char *reason)
  * nothing overtakes the refused command). */
 static bool handle_ops_msg(mc_simsvc *s, mc_bus_msg *m, uint64_t *max_tick, bool *progress)
 {
+    if (s->resume_seq != 0 && mc_bus_msg_stream_seq(m) <= s->resume_seq)
+        return true; /* read back and applied by the fast-forward (resume_run) */
     const char *subject = strip_prefix(s, mc_bus_msg_subject(m));
     if (subject == NULL)
         return true;
@@ -1734,6 +1749,256 @@ void mc_simsvc_shutdown(mc_simsvc *s)
     uv_timer_start(&s->drain_timer, on_shutdown_begin, 0, 0);
 }
 
+/* ------------------------------------------------------------------ resume */
+
+/* What a crashed engine left on the bus for the run this process is about
+ * to start (same scenario, seed and reset count, hence the same run id). */
+typedef struct resume_plan {
+    uint64_t tick; /* the last tick the dead process completed (0: start over) */
+    uint64_t last_seq; /* the OPS stream's last sequence read back */
+    bool orch_seen, det_seen, agent_seen;
+    uint64_t orch_wm, det_wm, agent_wm;
+    Ops__V1__ApplyActionCommand **cmds; /* the run's commands, in stream order */
+    size_t n_cmds;
+    size_t cap_cmds;
+} resume_plan;
+
+static void resume_plan_free(resume_plan *p)
+{
+    for (size_t i = 0; i < p->n_cmds; i++)
+        ops__v1__apply_action_command__free_unpacked(p->cmds[i], NULL);
+    free(p->cmds);
+    memset(p, 0, sizeof *p);
+}
+
+static void resume_watermark(resume_plan *p, const char *who, uint64_t tick)
+{
+    if (strcmp(who, "orchestrator") == 0) {
+        if (!p->orch_seen || tick > p->orch_wm)
+            p->orch_wm = tick;
+        p->orch_seen = true;
+    } else if (strcmp(who, "detector") == 0) {
+        if (!p->det_seen || tick > p->det_wm)
+            p->det_wm = tick;
+        p->det_seen = true;
+    } else if (strcmp(who, "agent") == 0) {
+        if (!p->agent_seen || tick > p->agent_wm)
+            p->agent_wm = tick;
+        p->agent_seen = true;
+    }
+}
+
+/* Takes one OPS message read back: the run's commands are kept, its
+ * watermarks noted; everything else is not an input of the core. */
+static void resume_take(const mc_simsvc *s, resume_plan *p, const char *full, const uint8_t *data,
+                        size_t len)
+{
+    const char *subject = strip_prefix(s, full);
+    if (subject == NULL)
+        return;
+    if (strcmp(subject, "ops.commands") == 0) {
+        Ops__V1__ApplyActionCommand *cmd = ops__v1__apply_action_command__unpack(NULL, len, data);
+        if (cmd == NULL)
+            return;
+        if (!same_run(s, cmd->stamp) || p->n_cmds >= RESUME_CMDS_MAX) {
+            ops__v1__apply_action_command__free_unpacked(cmd, NULL);
+            return;
+        }
+        if (p->n_cmds == p->cap_cmds) {
+            size_t cap = p->cap_cmds ? p->cap_cmds * 2 : 64;
+            Ops__V1__ApplyActionCommand **n = realloc(p->cmds, cap * sizeof *n);
+            if (n == NULL) {
+                ops__v1__apply_action_command__free_unpacked(cmd, NULL);
+                return;
+            }
+            p->cmds = n;
+            p->cap_cmds = cap;
+        }
+        p->cmds[p->n_cmds++] = cmd;
+    } else if (strncmp(subject, "ops.watermark.", 14) == 0) {
+        Ops__V1__Watermark *wm = ops__v1__watermark__unpack(NULL, len, data);
+        if (wm == NULL)
+            return;
+        if (same_run(s, wm->stamp))
+            resume_watermark(p, subject + 14, wm->tick);
+        ops__v1__watermark__free_unpacked(wm, NULL);
+    }
+}
+
+/* Reads back from JetStream what a crashed engine of this run left: its
+ * last sim.watermark on the SIM stream (the last tick it completed) and the
+ * whole OPS stream (the commands it had consumed, acked or not, and the
+ * pipeline's watermarks). A separate short-lived synchronous connection:
+ * the bus's own runs on the loop, which is not running yet. Only lockstep
+ * resumes (realtime is not a function of the bus contents). Leaves
+ * p->tick 0 when there is nothing to resume or the bus cannot tell. */
+static void resume_read(mc_simsvc *s, resume_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    if (s->cfg.mode != MC_SIMSVC_LOCKSTEP)
+        return;
+    natsOptions *o = NULL;
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    natsMsg *last = NULL;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    const char *why = NULL;
+    natsStatus ns = natsOptions_Create(&o);
+    if (ns == NATS_OK)
+        ns = natsOptions_SetURL(o, s->cfg.nats.url);
+    if (ns == NATS_OK && s->cfg.nats.user != NULL && s->cfg.nats.user[0] != '\0')
+        ns = natsOptions_SetUserInfo(o, s->cfg.nats.user, s->cfg.nats.password);
+    if (ns == NATS_OK && s->cfg.nats.token != NULL && s->cfg.nats.token[0] != '\0')
+        ns = natsOptions_SetToken(o, s->cfg.nats.token);
+    if (ns == NATS_OK)
+        ns = natsOptions_SetTimeout(o, 2000);
+    if (ns == NATS_OK)
+        ns = natsConnection_Connect(&nc, o);
+    if (ns == NATS_OK)
+        ns = natsConnection_JetStream(&js, nc, NULL);
+    if (ns != NATS_OK) {
+        why = "cannot connect for the read-back";
+        goto done;
+    }
+    char wm_subject[MC_SUBJECT_MAX + 128];
+    full_subject(s, MC_ENGINE_SUBJECT_WATERMARK, wm_subject, sizeof wm_subject);
+    ns = js_GetLastMsg(&last, js, mc_bus_stream_name(s->bus, MC_BUS_STREAM_SIM), wm_subject, NULL,
+                       &jerr);
+    if (ns != NATS_OK)
+        goto done; /* no watermark on the stream: a fresh run */
+    Ops__V1__Watermark *wm =
+        ops__v1__watermark__unpack(NULL, (size_t)natsMsg_GetDataLength(last),
+                                   (const uint8_t *)natsMsg_GetData(last));
+    uint64_t w = 0;
+    if (wm != NULL && same_run(s, wm->stamp))
+        w = wm->tick;
+    ops__v1__watermark__free_unpacked(wm, NULL);
+    if (w == 0)
+        goto done; /* the last run on the bus is another one */
+
+    const char *ops = mc_bus_stream_name(s->bus, MC_BUS_STREAM_OPS);
+    ns = js_GetStreamInfo(&si, js, ops, NULL, &jerr);
+    if (ns != NATS_OK) {
+        why = "cannot read the OPS stream's state";
+        goto done;
+    }
+    uint64_t first = si->State.FirstSeq, lastseq = si->State.LastSeq;
+    if (lastseq >= first && lastseq - first >= RESUME_OPS_MAX) {
+        why = "the OPS stream is too long to read back";
+        goto done;
+    }
+    for (uint64_t seq = first; seq != 0 && seq <= lastseq; seq++) {
+        natsMsg *m = NULL;
+        jerr = 0;
+        ns = js_GetMsg(&m, js, ops, seq, NULL, &jerr);
+        if (ns == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+            continue; /* deleted or expired */
+        }
+        if (ns != NATS_OK) {
+            why = "reading the OPS stream back failed";
+            goto done;
+        }
+        resume_take(s, p, natsMsg_GetSubject(m), (const uint8_t *)natsMsg_GetData(m),
+                    (size_t)natsMsg_GetDataLength(m));
+        natsMsg_Destroy(m);
+    }
+    if (p->n_cmds >= RESUME_CMDS_MAX) {
+        why = "the run has too many commands to read back";
+        goto done;
+    }
+    p->tick = w;
+    p->last_seq = lastseq;
+done:
+    if (why != NULL) {
+        MC_LOG_ERROR("the crashed run cannot be resumed; starting it over",
+                     MC_LF_STR("run_id", run_id(s)), MC_LF_STR("why", why),
+                     MC_LF_STR("error", natsStatus_GetText(ns)), MC_LF_INT("js_error", (int64_t)jerr));
+        resume_plan_free(p);
+    }
+    natsMsg_Destroy(last);
+    jsStreamInfo_Destroy(si);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    natsOptions_Destroy(o);
+}
+
+/* Hands the core the read-back commands stamped with tick t, in stream
+ * order: the live run applied the commands of tick t after step t (see
+ * EARLY_COMMANDS_MAX), and so does the re-drive. */
+static void resume_apply_tick(mc_simsvc *s, resume_plan *p, uint64_t t)
+{
+    for (size_t i = 0; i < p->n_cmds; i++) {
+        Ops__V1__ApplyActionCommand *cmd = p->cmds[i];
+        if (cmd == NULL || cmd->stamp->tick != t)
+            continue;
+        mc_error err;
+        mc_error_clear(&err);
+        if (mc_engine_apply_command(&s->eng, cmd, &err) != MC_OK)
+            MC_LOG_WARN("read-back command refused by the engine (as in the live run)",
+                        MC_LF_STR("command_id", cmd->command_id), MC_LF_STR("error", err.msg));
+    }
+}
+
+/* Fast-forwards the fresh core to the tick the dead process completed,
+ * stepping it with the commands it had, publishing nothing (its messages
+ * are on the SIM stream already), and takes over the pipeline's watermarks;
+ * commands for later ticks wait in the early list. The live OPS consumer
+ * then skips what was read back (resume_seq). */
+static mc_status resume_run(mc_simsvc *s, resume_plan *p, mc_error *err)
+{
+    size_t need = mc_engine_max_messages_per_tick(&s->eng);
+    if (!s->out_ok || s->out.max_items < need) {
+        mc_outbox_deinit(&s->out);
+        s->out_ok = mc_outbox_init(&s->out, need) == MC_OK;
+        if (!s->out_ok)
+            return mc_error_set(err, MC_ERR_NOMEM, "resume: out of memory for the outbox");
+    }
+    resume_apply_tick(s, p, 0);
+    while (mc_engine_tick(&s->eng) < p->tick) {
+        mc_status st = mc_engine_step(&s->eng, &s->out, err);
+        mc_outbox_clear(&s->out);
+        if (st != MC_OK)
+            return mc_error_wrap(err, "resume: step %" PRIu64, mc_engine_tick(&s->eng) + 1);
+        resume_apply_tick(s, p, mc_engine_tick(&s->eng));
+    }
+    s->out_next = 0;
+    for (size_t i = 0; i < p->n_cmds; i++) {
+        if (p->cmds[i]->stamp->tick <= p->tick)
+            continue;
+        if (s->n_early == EARLY_COMMANDS_MAX) {
+            MC_LOG_WARN("too many read-back commands for later ticks; dropped",
+                        MC_LF_STR("command_id", p->cmds[i]->command_id));
+            continue;
+        }
+        s->early[s->n_early++] = p->cmds[i];
+        p->cmds[i] = NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < p->n_cmds; i++)
+        if (p->cmds[i] != NULL)
+            p->cmds[k++] = p->cmds[i];
+    p->n_cmds = k;
+    s->orch_seen = p->orch_seen;
+    s->orch_wm = p->orch_wm;
+    s->det_seen = p->det_seen;
+    s->det_wm = p->det_wm;
+    s->agent_seen = p->agent_seen;
+    s->agent_wm = p->agent_wm;
+    s->resume_seq = p->last_seq;
+    /* Control events of the resumed part must not take the de-duplication
+     * ids of the dead process's. */
+    s->ctl_seq = 1000000;
+    mc_http_gauge_set(s->m.tick, (double)mc_engine_tick(&s->eng));
+    MC_LOG_INFO("run resumed after a restart: the core was fast-forwarded without publishing",
+                MC_LF_STR("run_id", run_id(s)), MC_LF_UINT("tick", mc_engine_tick(&s->eng)),
+                MC_LF_UINT("ops_seq", p->last_seq), MC_LF_UINT("orchestrator_watermark", p->orch_wm),
+                MC_LF_STR("trace", s->rec ? mc_simrec_path(s->rec) : ""),
+                MC_LF_STR("note", "the trace of the resumed part is a new file from the next tick on; "
+                                  "faults injected by InjectFault before the crash are not restored"));
+    return MC_OK;
+}
+
 mc_status mc_simsvc_start(mc_simsvc *s, mc_error *err)
 {
     uv_timer_init(s->loop, &s->tick_timer);
@@ -1774,7 +2039,14 @@ mc_status mc_simsvc_start(mc_simsvc *s, mc_error *err)
     if (st != MC_OK)
         return mc_error_wrap(err, "HTTP on %s:%u", s->cfg.addr.host, (unsigned)s->cfg.addr.port);
 
-    st = run_begin(s, "start", err);
+    /* A crashed engine restarted with the same environment has the same
+     * run id: go on from where it was rather than play the run again. */
+    resume_plan plan;
+    resume_read(s, &plan);
+    st = run_begin(s, plan.tick > 0 ? "resume" : "start", err);
+    if (st == MC_OK && plan.tick > 0)
+        st = resume_run(s, &plan, err);
+    resume_plan_free(&plan);
     if (st != MC_OK)
         return st;
 
@@ -1805,7 +2077,8 @@ mc_status mc_simsvc_start(mc_simsvc *s, mc_error *err)
                 MC_LF_BOOL("max_speed", s->max_speed), MC_LF_BOOL("autostart", s->cfg.autostart),
                 MC_LF_STR("stream_prefix", s->cfg.stream_prefix ? s->cfg.stream_prefix : ""),
                 MC_LF_STR("subject_prefix", s->cfg.subject_prefix ? s->cfg.subject_prefix : ""));
-    if (s->cfg.autostart) {
+    bool stopped = s->cfg.stop_after_ticks != 0 && mc_engine_tick(&s->eng) >= s->cfg.stop_after_ticks;
+    if (s->cfg.autostart && !stopped) {
         s->running = true;
         mc_http_gauge_set(s->m.running, 1);
         schedule(s, 0);
