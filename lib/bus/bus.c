@@ -118,6 +118,9 @@ struct mc_bus_consumer {
     uint32_t max_batches_inflight;
     uint32_t max_msgs_inflight;
     uint64_t start_seq;
+    uint64_t ack_wait_ms;  /* pull: the durable's settings, kept to create it later */
+    int64_t max_deliver;
+    bool needs_create;     /* pull, loop mode: creating the durable is still to do */
     mc_bus_batch_fn on_batch;
     void *ctx;
 
@@ -1924,6 +1927,7 @@ static bool worker_subscribe(mc_bus_consumer *c)
     }
 }
 
+static mc_status pull_create(mc_bus_consumer *c, mc_error *err);
 static void *pull_worker_loop(mc_bus_consumer *c);
 
 /* The worker holds a reference, so a callback that closes its own consumer
@@ -1936,8 +1940,43 @@ static void *pull_worker(void *arg)
     return NULL;
 }
 
+/* Creates the durable that pull_open could not (the server did not answer
+ * then), retrying with backoff until it works or the consumer closes: a
+ * service must go on consuming after an outage, however long. Returns
+ * false if closing. */
+static bool worker_create(mc_bus_consumer *c)
+{
+    uint64_t backoff = 200;
+    for (unsigned attempt = 1;; attempt++) {
+        mc_error err = {0};
+        if (pull_create(c, &err) == MC_OK) {
+            MC_LOG_INFO("durable consumer created",
+                        MC_LF_STR("stream", c->bus->stream_names[c->stream]),
+                        MC_LF_STR("consumer", c->durable), MC_LF_UINT("attempts", attempt));
+            return true;
+        }
+        pthread_mutex_lock(&c->mu);
+        bool closing = c->closing;
+        pthread_mutex_unlock(&c->mu);
+        if (closing)
+            return false;
+        /* Bounded noise: the first failures, then one in ten (every ~50 s). */
+        if (attempt <= 5 || attempt % 10 == 0)
+            MC_LOG_WARN("creating the durable consumer failed; retrying",
+                        MC_LF_STR("stream", c->bus->stream_names[c->stream]),
+                        MC_LF_STR("consumer", c->durable), MC_LF_STR("error", err.msg),
+                        MC_LF_UINT("attempt", attempt), MC_LF_UINT("retry_ms", backoff));
+        if (consumer_pause(c, backoff))
+            return false;
+        if (backoff < 5000)
+            backoff *= 2;
+    }
+}
+
 static void *pull_worker_loop(mc_bus_consumer *c)
 {
+    if (c->needs_create && !worker_create(c))
+        return NULL;
     if (c->sub == NULL && !worker_subscribe(c))
         return NULL;
     uint64_t backoff = 100;
@@ -2215,6 +2254,74 @@ static mc_status pull_place_start(mc_bus *bus, const char *sname, jsConsumerConf
     return MC_OK;
 }
 
+/* Creates or updates c's durable (pull_open's options are in c), on the
+ * control connection: a request whose reply the loop would otherwise have
+ * to read. Any thread. */
+static mc_status pull_create(mc_bus_consumer *c, mc_error *err)
+{
+    mc_bus *bus = c->bus;
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = c->durable;
+    cc.AckPolicy = js_AckExplicit;
+    cc.DeliverPolicy = js_DeliverAll;
+    cc.AckWait = (int64_t)c->ack_wait_ms * NS_PER_MS;
+    cc.MaxDeliver = c->max_deliver;
+    if (c->has_filter)
+        cc.FilterSubject = c->subject;
+    const char *sname = bus->stream_names[c->stream];
+    if (c->start_seq != 0) {
+        mc_status st = pull_place_start(bus, sname, &cc, c->start_seq, err);
+        if (st != MC_OK)
+            return st;
+    }
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_AddConsumer(&ci, bus->ctl_js, sname, &cc, NULL, &jerr);
+    if (s != NATS_OK && jerr != 0 && jerr != JSStreamNotFoundErr) {
+        /* It exists with other settings: update what may change. Where it
+         * starts cannot change and does not matter any more (it resumes
+         * after its ack floor): keep its own start settings. */
+        jsConsumerInfo_Destroy(ci);
+        ci = NULL;
+        jsErrCode jerr2 = 0;
+        if (js_GetConsumerInfo(&ci, bus->ctl_js, sname, c->durable, NULL, &jerr2) == NATS_OK &&
+            ci != NULL && ci->Config != NULL) {
+            cc.DeliverPolicy = ci->Config->DeliverPolicy;
+            cc.OptStartSeq = ci->Config->OptStartSeq;
+            cc.OptStartTime = ci->Config->OptStartTime;
+        }
+        jsConsumerInfo_Destroy(ci);
+        ci = NULL;
+        jerr2 = 0;
+        s = js_UpdateConsumer(&ci, bus->ctl_js, sname, &cc, NULL, &jerr2);
+        if (s != NATS_OK && jerr2 == 0) {
+            /* No answer (the server went away meanwhile): not a refusal. */
+            char what[300];
+            jsConsumerInfo_Destroy(ci);
+            snprintf(what, sizeof what, "updating durable consumer %s on stream %s", c->durable,
+                     sname);
+            return nats_fail(err, s, jerr2, what);
+        }
+        if (s != NATS_OK) {
+            char text[400];
+            nats_error_text(text, sizeof text, s, jerr2);
+            jsConsumerInfo_Destroy(ci);
+            return mc_error_set(err, MC_ERR_STATE,
+                                "durable consumer %s on stream %s exists with incompatible "
+                                "settings: %s",
+                                c->durable, sname, text);
+        }
+    }
+    jsConsumerInfo_Destroy(ci);
+    if (s != NATS_OK) {
+        char what[300];
+        snprintf(what, sizeof what, "creating durable consumer %s on stream %s", c->durable, sname);
+        return nats_fail(err, s, jerr, what);
+    }
+    return MC_OK;
+}
+
 mc_status mc_bus_pull_open(mc_bus *bus, const mc_bus_pull_options *o, mc_bus_consumer **out,
                            mc_error *err)
 {
@@ -2240,63 +2347,28 @@ mc_status mc_bus_pull_open(mc_bus *bus, const mc_bus_pull_options *o, mc_bus_con
     c->fetch_wait_ms = o->fetch_wait_ms ? o->fetch_wait_ms : DEF_FETCH_WAIT_MS;
     c->max_batches_inflight = o->max_batches_inflight ? o->max_batches_inflight : 1;
 
-    /* Create or update the durable on the control connection (a request
-     * whose reply the loop would otherwise have to read). */
-    jsConsumerConfig cc;
-    jsConsumerConfig_Init(&cc);
-    cc.Durable = c->durable;
-    cc.AckPolicy = js_AckExplicit;
-    cc.DeliverPolicy = js_DeliverAll;
-    cc.AckWait = (int64_t)(o->ack_wait_ms ? o->ack_wait_ms : DEF_ACK_WAIT_MS) * NS_PER_MS;
-    cc.MaxDeliver = o->max_deliver > 0 ? o->max_deliver : -1;
-    if (c->has_filter)
-        cc.FilterSubject = c->subject;
-    const char *sname = bus->stream_names[o->stream];
-    if (o->start_seq != 0) {
-        st = pull_place_start(bus, sname, &cc, o->start_seq, err);
-        if (st != MC_OK) {
+    c->ack_wait_ms = o->ack_wait_ms ? o->ack_wait_ms : DEF_ACK_WAIT_MS;
+    c->max_deliver = o->max_deliver > 0 ? o->max_deliver : -1;
+    c->start_seq = o->start_seq;
+    st = pull_create(c, err);
+    if (st != MC_OK) {
+        /* A request that found no server (an outage, a leader election) is
+         * no reason to fail: in loop mode the worker creates the durable
+         * once the server answers, however long that takes, as it does for
+         * the subscription. Refused settings are still reported here. */
+        if (bus->loop == NULL || (st != MC_ERR_TIMEOUT && st != MC_ERR_UNAVAILABLE)) {
             consumer_destroy(c);
             return st;
         }
+        MC_LOG_WARN("creating the durable consumer failed; retrying in the background",
+                    MC_LF_STR("stream", bus->stream_names[o->stream]),
+                    MC_LF_STR("consumer", o->durable), MC_LF_STR("error", err ? err->msg : ""));
+        mc_error_clear(err);
+        c->needs_create = true;
     }
-    jsConsumerInfo *ci = NULL;
+    const char *sname = bus->stream_names[o->stream];
     jsErrCode jerr = 0;
-    natsStatus s = js_AddConsumer(&ci, bus->ctl_js, sname, &cc, NULL, &jerr);
-    if (s != NATS_OK && jerr != 0 && jerr != JSStreamNotFoundErr) {
-        /* It exists with other settings: update what may change. Where it
-         * starts cannot change and does not matter any more (it resumes
-         * after its ack floor): keep its own start settings. */
-        jsConsumerInfo_Destroy(ci);
-        ci = NULL;
-        jsErrCode jerr2 = 0;
-        if (js_GetConsumerInfo(&ci, bus->ctl_js, sname, c->durable, NULL, &jerr2) == NATS_OK &&
-            ci != NULL && ci->Config != NULL) {
-            cc.DeliverPolicy = ci->Config->DeliverPolicy;
-            cc.OptStartSeq = ci->Config->OptStartSeq;
-            cc.OptStartTime = ci->Config->OptStartTime;
-        }
-        jsConsumerInfo_Destroy(ci);
-        ci = NULL;
-        jerr2 = 0;
-        s = js_UpdateConsumer(&ci, bus->ctl_js, sname, &cc, NULL, &jerr2);
-        if (s != NATS_OK) {
-            char text[400];
-            nats_error_text(text, sizeof text, s, jerr2);
-            jsConsumerInfo_Destroy(ci);
-            consumer_destroy(c);
-            return mc_error_set(err, MC_ERR_STATE,
-                                "durable consumer %s on stream %s exists with incompatible "
-                                "settings: %s",
-                                o->durable, sname, text);
-        }
-    }
-    jsConsumerInfo_Destroy(ci);
-    if (s != NATS_OK) {
-        char what[300];
-        snprintf(what, sizeof what, "creating durable consumer %s on stream %s", o->durable, sname);
-        consumer_destroy(c);
-        return nats_fail(err, s, jerr, what);
-    }
+    natsStatus s = NATS_OK;
     if (bus->loop == NULL) {
         jerr = 0;
         s = pull_bind(c, &c->sub, &jerr);
