@@ -952,22 +952,6 @@ static bool handle_ops_msg(mc_simsvc *s, mc_bus_msg *m, uint64_t *max_tick, bool
             s->early[s->n_early++] = cmd;
             return true;
         }
-        if (cmd->stamp->tick > mc_engine_tick(&s->eng)) {
-            /* Issued at a tick the engine has not completed (see
-             * EARLY_COMMANDS_MAX): the core gets it after that step. */
-            if (s->n_early == EARLY_COMMANDS_MAX) {
-                MC_LOG_WARN("too many commands for later ticks; asking for redelivery",
-                            MC_LF_STR("command_id", cmd->command_id));
-                ops__v1__apply_action_command__free_unpacked(cmd, NULL);
-                return false;
-            }
-            MC_LOG_DEBUG("command held for its tick", MC_LF_STR("command_id", cmd->command_id),
-                         MC_LF_UINT("tick", cmd->stamp->tick),
-                         MC_LF_UINT("engine_tick", mc_engine_tick(&s->eng)));
-            trace_add(s, subject, stage, cmd->stamp, m, max_tick);
-            s->early[s->n_early++] = cmd;
-            return true;
-        }
         mc_error err;
         mc_error_clear(&err);
         mc_status st = mc_engine_apply_command(&s->eng, cmd, &err);
