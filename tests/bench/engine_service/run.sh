@@ -32,9 +32,9 @@ tick_of() { sed -n 's/.*"tick":"\{0,1\}\([0-9]*\).*/\1/p'; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # One service run: ticks/s between two GetState calls SECONDS_PER_RUN apart.
-service_run() { # nodes services chunk tag [mode]
+service_run() { # nodes services chunk tag [mode] [trace_dir]
   local port pid t0 t1 s0 s1 epid=""
-  local mode=${5:-realtime}
+  local mode=${5:-realtime} trace_dir=${6:-}
   port=$(free_port)
   if [[ "$mode" == lockstep ]]; then
     env -i PATH="$PATH" NATS_URL="$NATS_URL" BUS_STREAM_PREFIX="BENCH$4_" BUS_SUBJECT_PREFIX="bench$4." \
@@ -42,7 +42,7 @@ service_run() { # nodes services chunk tag [mode]
     epid=$!
   fi
   env -i PATH="$PATH" NATS_URL="$NATS_URL" ADDR="127.0.0.1:$port" SIM_MODE="$mode" SPEED=max \
-    AUTOSTART=false SCENARIO=cascade_failure SCENARIO_DIR="$scenario_dir" LOG_LEVEL=warn \
+    AUTOSTART=false SCENARIO=cascade_failure SCENARIO_DIR="$scenario_dir" LOG_LEVEL=warn TRACE_DIR="$trace_dir" \
     TOPOLOGY_NODES="$1" TOPOLOGY_SERVICES="$2" METRICS_CHUNK_SAMPLES="$3" \
     BUS_STREAM_PREFIX="BENCH$4_" BUS_SUBJECT_PREFIX="bench$4." "$engine" 2>"/tmp/sim-engine-bench-$4.log" &
   pid=$!
@@ -81,5 +81,18 @@ for _ in $(seq "$RUNS"); do
 done
 l=$(printf '%s\n' "${lock[@]}" | median)
 printf '%-28s %14s %14s %8s\n' "cascade_failure lockstep" "$l" "$c0" "$(awk -v s="$l" -v c="$c0" 'BEGIN {printf "%.3f", s / c}')"
+# Recording on: the engine subscribes to every subject of the run and writes
+# the trace; the ratio against the same lockstep run without recording is
+# what recording costs the live pipeline.
+tdir=$(mktemp -d)
+rec=()
+for _ in $(seq "$RUNS"); do
+  n=$((n + 1))
+  rec+=("$(service_run 0 0 2000 "$$x$n" lockstep "$tdir")")
+done
+rm -rf "$tdir"
+r=$(printf '%s\n' "${rec[@]}" | median)
+printf '%-28s %14s %14s %8s\n' "lockstep, recording on" "$r" "$l" "$(awk -v s="$r" -v c="$l" 'BEGIN {printf "%.3f", s / c}')"
 echo "(median of $RUNS runs of ${SECONDS_PER_RUN}s; SPEED=max, publishing to JetStream; ratio = service / core alone;"
-echo " lockstep: against an echo pipeline answering each engine watermark with the three stage watermarks)"
+echo " lockstep: against an echo pipeline answering each engine watermark with the three stage watermarks;"
+echo " recording on: the same lockstep run with TRACE_DIR set, ratio = recording on / off)"
