@@ -2194,13 +2194,14 @@ static mc_status consumer_start(mc_bus_consumer *c, void *(*worker)(void *), mc_
     return MC_OK;
 }
 
-/* Makes the durable cc->Durable deliver from `start` (see bus.h): keeps an
- * existing durable that is exactly there (cc then repeats its delivery
- * settings, so the create below is a no-op or an in-place update), else
- * deletes it and sets cc to create it again from the wanted sequence. */
+/* Makes the durable cc->Durable deliver from `start` (see bus.h): deletes
+ * an existing durable and sets cc to create it again at the wanted
+ * sequence (*placed true: cc->OptStartSeq is that sequence); a new durable
+ * starts there too. */
 static mc_status pull_place_start(mc_bus *bus, const char *sname, jsConsumerConfig *cc,
-                                  uint64_t start, mc_error *err)
+                                  uint64_t start, bool *placed, mc_error *err)
 {
+    *placed = false;
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_GetConsumerInfo(&ci, bus->ctl_js, sname, cc->Durable, NULL, &jerr);
@@ -2209,6 +2210,7 @@ static mc_status pull_place_start(mc_bus *bus, const char *sname, jsConsumerConf
         if (start != MC_BUS_PULL_FROM_ACK_FLOOR && start > 1) {
             cc->DeliverPolicy = js_DeliverByStartSequence;
             cc->OptStartSeq = start;
+            *placed = true;
         }
         return MC_OK;
     }
@@ -2220,21 +2222,11 @@ static mc_status pull_place_start(mc_bus *bus, const char *sname, jsConsumerConf
     }
     uint64_t floor = ci->AckFloor.Stream;
     uint64_t want = start == MC_BUS_PULL_FROM_ACK_FLOOR ? floor + 1 : start;
-    const char *have_filter = ci->Config && ci->Config->FilterSubject ? ci->Config->FilterSubject
-                                                                       : "";
-    const char *want_filter = cc->FilterSubject ? cc->FilterSubject : "";
-    /* With nothing outstanding, every matching message up to the last one
-     * delivered is acked, so the next delivery is the first matching message
-     * after the floor: exactly `want` when the floor is want - 1. */
-    bool keep = ci->NumAckPending == 0 && floor + 1 == want &&
-                strcmp(have_filter, want_filter) == 0 && ci->Config != NULL;
-    if (keep) {
-        cc->DeliverPolicy = ci->Config->DeliverPolicy;
-        cc->OptStartSeq = ci->Config->OptStartSeq;
-        cc->OptStartTime = ci->Config->OptStartTime;
-        jsConsumerInfo_Destroy(ci);
-        return MC_OK;
-    }
+    /* Recreated even when it looks exactly there (nothing outstanding, floor
+     * want - 1): pull requests of a previous instance that died live on in
+     * the old durable until they expire (fetch_wait), and a message the
+     * server hands to one of them comes back only after ack_wait, behind
+     * newer ones. Deleting the durable drops those requests with it. */
     MC_LOG_INFO("durable consumer recreated to start at a stream sequence",
                 MC_LF_STR("stream", sname), MC_LF_STR("consumer", cc->Durable),
                 MC_LF_UINT("start_seq", want), MC_LF_UINT("ack_floor", floor),
@@ -2251,6 +2243,7 @@ static mc_status pull_place_start(mc_bus *bus, const char *sname, jsConsumerConf
     }
     cc->DeliverPolicy = js_DeliverByStartSequence;
     cc->OptStartSeq = want;
+    *placed = true;
     return MC_OK;
 }
 
@@ -2271,9 +2264,16 @@ static mc_status pull_create(mc_bus_consumer *c, mc_error *err)
         cc.FilterSubject = c->subject;
     const char *sname = bus->stream_names[c->stream];
     if (c->start_seq != 0) {
-        mc_status st = pull_place_start(bus, sname, &cc, c->start_seq, err);
+        bool placed = false;
+        mc_status st = pull_place_start(bus, sname, &cc, c->start_seq, &placed, err);
         if (st != MC_OK)
             return st;
+        /* Once the durable was deleted to be recreated at a sequence, a
+         * retry after a failed create (an outage, in the background) must
+         * create it at that same sequence: the ack floor it was computed
+         * from is gone with the old durable. */
+        if (placed)
+            c->start_seq = cc.OptStartSeq;
     }
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = 0;

@@ -264,16 +264,17 @@ mc_status mc_bus_pull_open(mc_bus *bus, const mc_bus_pull_options *opts, mc_bus_
  * its own committed position or that must see messages in stream order
  * after a restart. A durable resumes after its ack floor, but messages a
  * previous instance fetched and never acked (a crash, a fetch in flight at
- * a stop) come back only after ack_wait, behind newer ones.
+ * a stop) come back only after ack_wait, behind newer ones; so does a
+ * message the server hands to a pull request the dead instance left
+ * waiting (it lives until its fetch_wait expires).
  *  - start_seq n >= 1: delivery starts at stream sequence n (e.g. a
  *    position committed in a database, plus 1).
  *  - MC_BUS_PULL_FROM_ACK_FLOOR: delivery starts right after the durable's
  *    ack floor, so the unacked messages come again at once and in order.
- * If the durable exists, has nothing outstanding (no message delivered and
- * not acked) and its ack floor is n - 1 with the same filter, it is kept as
- * it is; otherwise it is deleted and created again (DeliverByStartSequence
- * n), which drops its record of outstanding deliveries. Only for a durable
- * one process consumes at a time. A new durable starts at n. */
+ * An existing durable is deleted and created again (DeliverByStartSequence
+ * n), which drops its outstanding deliveries and waiting requests with it;
+ * a new one starts at n. Only for a durable one process consumes at a
+ * time, opened once per process start. */
 
 /* Options of an ordered consumer: an ephemeral push consumer that delivers
  * the stream in order with no acks (nats.c resets it on a gap), for readers

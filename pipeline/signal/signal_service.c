@@ -117,7 +117,7 @@ static const mc_config_var sig_vars[] = {
     {"DETECTOR_MAX_TARGETS", MC_CFG_UINT, "20000", "Most services and nodes tracked",
      offsetof(sig_config, max_targets), .min = 1, .max = 1000000},
     {"CONSUMER_ACK_WAIT", MC_CFG_DURATION_MS, "10s",
-     "Unacked messages are redelivered after this (a restart does not wait for it)",
+     "Unacked messages are redelivered after this; detection starts this long after start (ingest at once)",
      offsetof(sig_config, ack_wait_ms)},
     {"BUS_STREAM_PREFIX", MC_CFG_STRING, NULL, "Prefix of the JetStream stream names (tests)",
      offsetof(sig_config, stream_prefix)},
@@ -193,7 +193,7 @@ struct sig {
 
     /* Life cycle. */
     uv_signal_t sigint, sigterm;
-    uv_timer_t finish_timer, start_timer;
+    uv_timer_t finish_timer, start_timer, detect_timer;
     bool stopping, finished;
     atomic_bool stop_flag;
     int exit_code;
@@ -627,6 +627,7 @@ static void try_finish(sig *s)
     uv_timer_stop(&s->finish_timer);
     uv_close((uv_handle_t *)&s->finish_timer, NULL);
     uv_close((uv_handle_t *)&s->start_timer, NULL);
+    uv_close((uv_handle_t *)&s->detect_timer, NULL);
     /* The open tick's messages stay unacked: redelivered after a restart. */
     mc_svc_held_release(&s->det_held);
     uv_close((uv_handle_t *)&s->delay_timer, NULL);
@@ -666,16 +667,16 @@ static void begin_shutdown(sig *s, int code, const char *why)
     try_finish(s);
 }
 
-/* Opens the two consumers, at once. Messages a previous instance had
+/* Opens the ingest consumer, at once. Messages a previous instance had
  * fetched and not acked (a crash, or the fetch in flight at a graceful stop)
- * would be redelivered only once their ack wait expired, after newer ones;
- * committing newer sequences first would make the store skip the older rows
- * when they came back (lost), and the detector would see ticks out of order.
- * So the ingest durable starts right after the committed position and the
- * detection durable right after its own ack floor (both are recreated there
- * when they are elsewhere): the held messages come first, at once. Until
- * that existed, consuming started one CONSUMER_ACK_WAIT after start. */
-static void open_consumers(uv_timer_t *t)
+ * would be redelivered only once their ack wait expired, after newer ones,
+ * and committing newer sequences first would make the store skip the older
+ * rows when they came back: lost. So the ingest durable is placed right
+ * after the committed position (recreated there; mc_bus_pull_options
+ * .start_seq): the held messages come first, at once, whatever the ack
+ * wait. (Until then all consuming started one CONSUMER_ACK_WAIT after
+ * start.) */
+static void open_ingest(uv_timer_t *t)
 {
     sig *s = t->data;
     if (s->stopping)
@@ -696,12 +697,29 @@ static void open_consumers(uv_timer_t *t)
         begin_shutdown(s, 1, "ingest consumer");
         return;
     }
+    MC_LOG_INFO("ingesting", MC_LF_STR("stream", s->sim_stream),
+                MC_LF_UINT("from_seq", s->committed + 1));
+}
+
+/* Opens the detection consumer one ack wait (plus a margin) after start,
+ * as before: the messages of the tick a previous instance held come back
+ * first, in stream order, before the detector sees anything newer.
+ * Placing this durable at its own ack floor instead (as for the ingest)
+ * was tried and made the lockstep fault acceptance test
+ * (acceptance_fault_pipeline: kill -9 of each service in turn) fail about
+ * one run in four, with the run stalled after the orchestrator's restart;
+ * the cause is not understood yet, so detection keeps the wait. */
+static void open_detect(uv_timer_t *t)
+{
+    sig *s = t->data;
+    if (s->stopping)
+        return;
+    mc_error err = {0};
     mc_bus_pull_options dopt = {0};
     dopt.stream = MC_BUS_STREAM_SIM;
     dopt.durable = "signal-detect";
     dopt.batch_size = DETECT_FETCH;
     dopt.ack_wait_ms = s->cfg.ack_wait_ms;
-    dopt.start_seq = MC_BUS_PULL_FROM_ACK_FLOOR;
     dopt.max_batches_inflight = DETECT_HELD_MAX + 1;
     dopt.on_batch = on_detect_batch;
     dopt.ctx = s;
@@ -710,8 +728,7 @@ static void open_consumers(uv_timer_t *t)
         begin_shutdown(s, 1, "detection consumer");
         return;
     }
-    MC_LOG_INFO("consuming", MC_LF_STR("stream", s->sim_stream),
-                MC_LF_UINT("ingest_from_seq", s->committed + 1));
+    MC_LOG_INFO("detecting", MC_LF_STR("stream", s->sim_stream));
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -839,10 +856,17 @@ int main(int argc, char **argv)
     uv_timer_init(&s->loop, &s->finish_timer);
     s->finish_timer.data = s;
 
-    /* The consumers open from the loop's first iteration; see open_consumers. */
+    /* Ingest opens from the loop's first iteration, detection one ack wait
+     * later; see open_ingest and open_detect. */
     uv_timer_init(&s->loop, &s->start_timer);
     s->start_timer.data = s;
-    uv_timer_start(&s->start_timer, open_consumers, 0, 0);
+    uv_timer_start(&s->start_timer, open_ingest, 0, 0);
+    uv_timer_init(&s->loop, &s->detect_timer);
+    s->detect_timer.data = s;
+    uv_timer_start(&s->detect_timer, open_detect, s->cfg.ack_wait_ms + 500, 0);
+    MC_LOG_INFO("detection starts after one ack wait, once messages a previous instance held "
+                "are redeliverable",
+                MC_LF_UINT("delay_ms", s->cfg.ack_wait_ms + 500));
 
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);

@@ -518,11 +518,11 @@ static void publish_n(mc_bus *bus, const char *subject, int from, int to)
     }
 }
 
-/* A durable placed at a stream sequence: new at n, kept when it is exactly
- * there, recreated when it is ahead or behind or holds unacked messages;
- * and resumed from its own ack floor, where the messages a "crashed"
- * instance held come again at once (not after the 30 s ack wait) and in
- * order. Filtered, with other subjects in between. */
+/* A durable placed at a stream sequence: new at n, recreated at n when it
+ * exists (where it already is, ahead or behind); and resumed from its own
+ * ack floor, where the messages a "crashed" instance held come again at
+ * once (not after the 30 s ack wait) and in order. Filtered, with other
+ * subjects in between. */
 static void test_pull_start_seq(void **state)
 {
     fixture f;
@@ -547,7 +547,7 @@ static void test_pull_start_seq(void **state)
     assert_int_equal(a.recs[1].seq, 7);
     assert_int_equal(a.recs[2].seq, 9);
 
-    /* Everything acked, floor 9: placed at 10 it is kept and goes on. */
+    /* Everything acked, floor 9: placed at 10 it goes on from there. */
     usleep(200000);
     publish_n(bus, metrics, 5, 7); /* seq 11, 12 */
     collector b;
