@@ -182,4 +182,32 @@ static inline int tu_find_event(const mc_outbox *ob, int kind, const char *targe
     return found;
 }
 
+
+/* A fixture shared by the action and fault tests: an engine on the
+ * "normal" scenario with the given seed, stepped five ticks, and an outbox. */
+typedef struct fx {
+    mc_engine e;
+    mc_outbox ob;
+} fx;
+
+static inline int tu_fx_setup(void **state, uint64_t seed)
+{
+    fx *f = calloc(1, sizeof *f);
+    tu_engine(&f->e, "normal", seed);
+    mc_outbox_init(&f->ob, 100000);
+    for (int t = 0; t < 5; t++)
+        tu_step(&f->e, &f->ob);
+    *state = f;
+    return 0;
+}
+
+static inline int tu_fx_teardown(void **state)
+{
+    fx *f = *state;
+    mc_outbox_deinit(&f->ob);
+    mc_engine_deinit(&f->e);
+    free(f);
+    return 0;
+}
+
 #endif

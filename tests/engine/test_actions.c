@@ -5,30 +5,8 @@
 #define AT(x) COMMON__V1__ACTION_TYPE__ACTION_TYPE_##x
 #define EV(x) SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_##x
 
-typedef struct fx {
-    mc_engine e;
-    mc_outbox ob;
-} fx;
-
-static int setup(void **state)
-{
-    fx *f = calloc(1, sizeof *f);
-    tu_engine(&f->e, "normal", 9);
-    mc_outbox_init(&f->ob, 100000);
-    for (int t = 0; t < 5; t++)
-        tu_step(&f->e, &f->ob);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    mc_outbox_deinit(&f->ob);
-    mc_engine_deinit(&f->e);
-    free(f);
-    return 0;
-}
+static int setup(void **state) { return tu_fx_setup(state, 9); }
+static int teardown(void **state) { return tu_fx_teardown(state); }
 
 /* Runs one command through a step and checks its event: applied or not,
  * ids, applied_at_tick, and that the message contains want. */

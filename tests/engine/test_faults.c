@@ -2,30 +2,8 @@
  * and InjectFault validation. */
 #include "engine_test_util.h"
 
-typedef struct fx {
-    mc_engine e;
-    mc_outbox ob;
-} fx;
-
-static int setup(void **state)
-{
-    fx *f = calloc(1, sizeof *f);
-    tu_engine(&f->e, "normal", 4);
-    mc_outbox_init(&f->ob, 100000);
-    for (int t = 0; t < 5; t++)
-        tu_step(&f->e, &f->ob);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    mc_outbox_deinit(&f->ob);
-    mc_engine_deinit(&f->e);
-    free(f);
-    return 0;
-}
+static int setup(void **state) { return tu_fx_setup(state, 4); }
+static int teardown(void **state) { return tu_fx_teardown(state); }
 
 #define FT(x) SIM__V1__FAULT_TYPE__FAULT_TYPE_##x
 #define EV(x) SIM__V1__SIMULATION_EVENT_KIND__SIMULATION_EVENT_KIND_##x
